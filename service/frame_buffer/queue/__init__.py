@@ -1,0 +1,58 @@
+"""The :class:`FrameQueue` interface and its backends (``redis``, ``rabbitmq``, ``memory``)."""
+
+from frame_buffer.codec import FrameCodec
+from frame_buffer.queue.base import (
+    BackendUnavailable,
+    BackpressureTimeout,
+    DeadLetter,
+    Delivery,
+    FrameQueue,
+    QueueError,
+    QueueSettings,
+    QueueStats,
+)
+
+__all__ = [
+    "BackendUnavailable",
+    "BackpressureTimeout",
+    "DeadLetter",
+    "Delivery",
+    "FrameQueue",
+    "QueueError",
+    "QueueSettings",
+    "QueueStats",
+    "open_queue",
+]
+
+
+def open_queue(
+    backend: str,
+    *,
+    redis_url: str = "redis://127.0.0.1:6379/0",
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F",
+    settings: QueueSettings | None = None,
+    codec: FrameCodec | None = None,
+) -> FrameQueue:
+    """Open a queue on ``backend`` (``redis``, ``rabbitmq`` or ``memory``).
+
+    Args:
+        backend: which backend; an unknown name raises ``ValueError`` naming the choices.
+        redis_url: server of the ``redis`` backend.
+        amqp_url: broker of the ``rabbitmq`` backend.
+        settings: stream, groups and limits shared by every backend.
+        codec: wire codec (checksum, compression, maximum frame size).
+    """
+    if backend == "redis":
+        from frame_buffer.queue.redis_streams import RedisStreamsQueue
+
+        return RedisStreamsQueue(redis_url, settings, codec)
+    if backend == "memory":
+        from frame_buffer.queue.memory import MemoryQueue
+
+        return MemoryQueue(settings, codec)
+    if backend == "rabbitmq":
+        from frame_buffer.queue.rabbitmq import RabbitMQQueue  # type: ignore[import-not-found,unused-ignore]
+
+        queue: FrameQueue = RabbitMQQueue(amqp_url, settings, codec)
+        return queue
+    raise ValueError(f"backend: must be one of redis, rabbitmq, memory; got {backend!r}")

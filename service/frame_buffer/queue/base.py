@@ -1,0 +1,272 @@
+"""The one interface every backend implements, and the delivery logic they share.
+
+Semantics, identical on every backend (the conformance suite in ``tests/queue`` holds them to it):
+
+* at-least-once: a frame leaves the queue for a group only when a consumer of that group acks it;
+  a consumer that dies leaves its frames pending, and another consumer of the group reclaims them
+  after ``claim_min_idle_ms``;
+* frames of one camera are delivered in publish order (redeliveries excepted);
+* every consumer group sees every frame; consumers within a group share them;
+* an entry that cannot be decoded, or that was delivered more than ``max_deliveries`` times, goes to the
+  dead-letter queue with the reason, and the consumer keeps going;
+* ``publish`` never drops: when a group lags more than ``max_lag`` entries, or the server is out of
+  memory, it waits, and raises :class:`BackpressureTimeout` after ``publish_timeout_s``.
+
+A ``FrameQueue`` instance is used by one thread at a time; give each worker its own.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+from frame_buffer.codec import CodecError, EncodedFrame, FrameCodec
+from frame_buffer.frame import Frame
+
+
+class QueueError(Exception):
+    """Base class of the errors a backend raises."""
+
+
+class BackendUnavailable(QueueError):
+    """The server cannot be reached or answered with a connection-level failure; names its address."""
+
+
+class BackpressureTimeout(QueueError):
+    """``publish`` waited ``publish_timeout_s`` for consumers (or server memory) and gave up.
+
+    Nothing was written: the caller still owns the frames and decides what to do (spool, retry, drop).
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class RawEntry:
+    """An entry as a backend fetched it, before decoding.
+
+    ``token`` is the backend's own handle (a Redis entry id, an AMQP delivery tag).
+    """
+
+    id: str
+    header: bytes | None
+    payload: bytes | memoryview | None
+    attempts: int
+    token: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A frame handed to a consumer; ack or nack it.
+
+    Args:
+        id: the entry id in the queue (Redis stream id, AMQP message id).
+        frame: the decoded frame.
+        attempts: how many times this entry has been delivered, 1 on the first delivery.
+        group: the consumer group it was delivered to.
+        consumer: the consumer it was delivered to.
+        raw: the entry as it was fetched (needed to dead-letter it unchanged).
+    """
+
+    id: str
+    frame: Frame
+    attempts: int
+    group: str
+    consumer: str
+    raw: RawEntry = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An entry in the dead-letter queue, with what is known about why it is there."""
+
+    id: str
+    original_id: str
+    group: str
+    reason: str
+    error: str
+    attempts: int
+    dead_lettered_at_ms: int
+    header: bytes | None = field(repr=False)
+    payload: bytes | None = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """A snapshot of one group's view of the queue.
+
+    ``depth``: entries held by the queue (stream length). ``lag``: entries not yet delivered to the group.
+    ``pending``: delivered, not yet acked. ``oldest_pending_ms``: idle time of the oldest pending entry
+    (0 when none). ``dead_letters``: entries in the dead-letter queue.
+    """
+
+    depth: int
+    lag: int
+    pending: int
+    oldest_pending_ms: int
+    dead_letters: int
+
+    @property
+    def backlog(self) -> int:
+        """Entries the group still has to acknowledge: what backpressure bounds."""
+        return self.lag + self.pending
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """What every backend is configured with.
+
+    Args:
+        stream: the stream (Redis) or exchange (RabbitMQ) name; the dead-letter queue is ``<stream>:dlq``.
+        groups: consumer groups declared up front, so frames published before a consumer starts are kept.
+        max_lag: publish waits while some group's backlog (lag + pending) is at least this many entries.
+        publish_timeout_s: how long publish waits under backpressure before :class:`BackpressureTimeout`.
+        claim_min_idle_ms: a pending entry idle this long is reclaimed by another consumer of its group.
+        max_deliveries: an entry delivered more often than this is dead-lettered (``delivery_limit``).
+    """
+
+    stream: str = "frame_queue"
+    groups: tuple[str, ...] = ()
+    max_lag: int = 10_000
+    publish_timeout_s: float = 30.0
+    claim_min_idle_ms: int = 30_000
+    max_deliveries: int = 5
+
+    def __post_init__(self) -> None:
+        if not self.stream:
+            raise ValueError("stream: must not be empty")
+        for name in ("max_lag", "claim_min_idle_ms", "max_deliveries"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.publish_timeout_s < 0:
+            raise ValueError(f"publish_timeout_s: must not be negative, got {self.publish_timeout_s}")
+
+    @property
+    def dead_letter_stream(self) -> str:
+        """Name of the dead-letter queue."""
+        return f"{self.stream}:dlq"
+
+
+class FrameQueue(ABC):
+    """A queue of frames with consumer groups; see the module docstring for the guarantees."""
+
+    #: Backend name as used in configuration (``redis``, ``rabbitmq``, ``memory``).
+    backend: str = ""
+
+    def __init__(self, settings: QueueSettings | None = None, codec: FrameCodec | None = None) -> None:
+        self.settings = settings or QueueSettings()
+        self.codec = codec or FrameCodec()
+
+    # -- publishing -------------------------------------------------------------------------------------
+    def publish(self, frame: Frame) -> str:
+        """Publish one frame and return its id; blocks under backpressure (see the module docstring)."""
+        return self.publish_many([frame])[0]
+
+    def publish_many(self, frames: Sequence[Frame]) -> list[str]:
+        """Publish frames in order, in one round trip where the backend allows; returns their ids.
+
+        Raises :class:`~frame_buffer.codec.CodecError` before anything is sent when a frame cannot be
+        encoded, :class:`BackpressureTimeout`, or :class:`BackendUnavailable`.
+        """
+        if not frames:
+            return []
+        encoded = [(frame.camera, self.codec.encode(frame)) for frame in frames]
+        return self.publish_encoded(encoded)
+
+    @abstractmethod
+    def publish_encoded(self, entries: Sequence[tuple[str, EncodedFrame]]) -> list[str]:
+        """Publish already-encoded ``(camera, frame)`` pairs; the backend half of :meth:`publish_many`."""
+
+    # -- consuming --------------------------------------------------------------------------------------
+    def consume(self, group: str, consumer: str, count: int = 16, block_ms: int = 1000) -> list[Delivery]:
+        """Return up to ``count`` deliveries for ``consumer`` of ``group``, waiting up to ``block_ms``.
+
+        Reclaimed entries of dead consumers come first. Entries that cannot be decoded or that exceeded
+        ``max_deliveries`` are dead-lettered here and not returned. An empty list means nothing arrived.
+        """
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            raw = self._fetch(group, consumer, count, remaining_ms)
+            deliveries = self._decode_or_dead_letter(group, consumer, raw)
+            # Everything fetched may have been dead-lettered: keep waiting for real frames.
+            if deliveries or not raw or remaining_ms == 0:
+                return deliveries
+
+    def _decode_or_dead_letter(self, group: str, consumer: str, raw: list[RawEntry]) -> list[Delivery]:
+        deliveries = []
+        for entry in raw:
+            if entry.attempts > self.settings.max_deliveries:
+                self._dead_letter(
+                    group, entry, "delivery_limit",
+                    f"delivered {entry.attempts} times, limit {self.settings.max_deliveries}",
+                )
+                continue
+            try:
+                frame = self.codec.decode(entry.header, entry.payload)
+            except CodecError as exc:
+                self._dead_letter(group, entry, exc.reason, str(exc))
+                continue
+            deliveries.append(Delivery(entry.id, frame, entry.attempts, group, consumer, entry))
+        return deliveries
+
+    @abstractmethod
+    def _fetch(self, group: str, consumer: str, count: int, block_ms: int) -> list[RawEntry]:
+        """Fetch up to ``count`` raw entries: reclaimed ones first, then new ones, waiting ``block_ms``."""
+
+    @abstractmethod
+    def ack(self, deliveries: Iterable[Delivery]) -> None:
+        """Acknowledge deliveries: they are done and leave the group's pending list."""
+
+    @abstractmethod
+    def nack(self, delivery: Delivery, delay_s: float = 0.0) -> None:
+        """Give a delivery back: it is delivered again (to any consumer of the group) after ``delay_s``."""
+
+    def dead_letter(self, delivery: Delivery, reason: str, error: str = "") -> None:
+        """Move a delivery to the dead-letter queue with ``reason`` and ack it, atomically where possible."""
+        self._dead_letter(delivery.group, delivery.raw, reason, error)
+
+    @abstractmethod
+    def _dead_letter(self, group: str, entry: RawEntry, reason: str, error: str) -> None:
+        """Write ``entry`` unchanged to the dead-letter queue with its reason, then ack it in ``group``."""
+
+    # -- groups and inspection --------------------------------------------------------------------------
+    @abstractmethod
+    def ensure_group(self, group: str) -> None:
+        """Create ``group`` if it does not exist; it starts at the oldest entry still held."""
+
+    def trim(self) -> None:
+        """Free entries every group has acknowledged; backends that free on ack need not override."""
+        return None
+
+    @abstractmethod
+    def stats(self, group: str) -> QueueStats:
+        """Depth, lag, pending and dead letters as ``group`` sees them."""
+
+    # -- dead letters -----------------------------------------------------------------------------------
+    @abstractmethod
+    def dead_letters(self, count: int = 100, after: str | None = None) -> list[DeadLetter]:
+        """List up to ``count`` dead letters, oldest first, starting after id ``after``."""
+
+    @abstractmethod
+    def replay_dead_letters(self, ids: Iterable[str]) -> int:
+        """Publish the given dead letters back to the main queue and remove them; returns how many."""
+
+    @abstractmethod
+    def purge_dead_letters(self, ids: Iterable[str] | None = None) -> int:
+        """Delete the given dead letters, or all of them with ``None``; returns how many."""
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections. Unacked deliveries stay pending and are reclaimed by others."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,76 @@
+"""Fixtures shared by the whole suite: backends, unique stream names, throwaway servers."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from frame_buffer.codec import FrameCodec
+from frame_buffer.queue import FrameQueue, QueueSettings, open_queue
+from tests.servers import RedisServer
+
+REDIS_URL = os.environ.get("FRAME_BUFFER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("FRAME_BUFFER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+#: Backends the conformance suite runs against.
+BACKENDS = ["memory", "redis"]
+
+QueueFactory = Callable[..., FrameQueue]
+
+
+@pytest.fixture
+def stream_name() -> str:
+    """A stream name no other test uses."""
+    return f"test_{uuid.uuid4().hex[:12]}"
+
+
+def _cleanup(backend: str, stream: str) -> None:
+    if backend == "redis":
+        client = redis.Redis.from_url(REDIS_URL)
+        client.delete(stream, f"{stream}:dlq")
+        client.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_queue(backend: str, stream_name: str) -> Iterator[QueueFactory]:
+    """Open queues on the test's backend and stream; all closed and cleaned up afterwards.
+
+    Queues made by one test share the stream (and, for ``memory``, the one in-process instance).
+    """
+    opened: list[FrameQueue] = []
+    shared: dict[str, FrameQueue] = {}
+
+    def make(codec: FrameCodec | None = None, **overrides: object) -> FrameQueue:
+        settings = QueueSettings(stream=stream_name, **overrides)  # type: ignore[arg-type]
+        if backend == "memory":
+            # One process, one memory queue: later "connections" see the first one's state.
+            if "q" not in shared:
+                shared["q"] = open_queue("memory", settings=settings, codec=codec)
+            queue = shared["q"]
+            queue.settings = settings
+            return queue
+        queue = open_queue(backend, redis_url=REDIS_URL, amqp_url=AMQP_URL, settings=settings, codec=codec)
+        opened.append(queue)
+        return queue
+
+    yield make
+    for queue in opened:
+        queue.close()
+    _cleanup(backend, stream_name)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own (AOF appendfsync always), stopped afterwards."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()

@@ -1,0 +1,22 @@
+"""A consumer that takes one batch, reports its ids on stdout, and never acks: the test SIGKILLs it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from frame_buffer.queue import QueueSettings, open_queue
+
+
+def main() -> None:
+    backend, url, stream, group, consumer, count = sys.argv[1:7]
+    queue = open_queue(backend, redis_url=url, amqp_url=url, settings=QueueSettings(stream=stream))
+    deliveries = queue.consume(group, consumer, count=int(count), block_ms=5000)
+    print(json.dumps([d.id for d in deliveries]), flush=True)
+    while True:  # hold the batch, unacked, until killed
+        time.sleep(60)
+
+
+if __name__ == "__main__":
+    main()
