@@ -1,0 +1,509 @@
+#!/usr/bin/env python3
+"""Generate the Grafana dashboards of this directory from Python.
+
+Run ``python dashboards/generate.py`` after editing and commit both this file and its output;
+``--check`` exits 1 when a committed JSON file differs from what this script generates (a test does that).
+Only the standard library is used, so Ansible or CI can run it anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+#: The end-to-end latency target, drawn as a threshold line on the latency panels.
+LATENCY_TARGET_S = 0.01
+RATE = "[$__rate_interval]"
+
+Panel = dict[str, Any]
+
+
+def target(expr: str, legend: str = "__auto", ref: str = "A") -> dict[str, Any]:
+    """One Prometheus query of a panel."""
+    return {"datasource": DATASOURCE, "refId": ref, "expr": expr, "legendFormat": legend, "range": True}
+
+
+def panel(
+    title: str,
+    queries: list[tuple[str, str]],
+    *,
+    unit: str = "short",
+    kind: str = "timeseries",
+    width: int = 8,
+    height: int = 8,
+    description: str = "",
+    thresholds: list[tuple[str, float | None]] | None = None,
+    threshold_line: bool = False,
+    mappings: list[dict[str, Any]] | None = None,
+    stack: bool = False,
+) -> Panel:
+    """A panel whose queries are ``(expr, legend)`` pairs; positions are assigned by :func:`layout`."""
+    steps = [{"color": color, "value": value} for color, value in (thresholds or [("green", None)])]
+    defaults: dict[str, Any] = {
+        "unit": unit,
+        "thresholds": {"mode": "absolute", "steps": steps},
+        "mappings": mappings or [],
+        "color": {"mode": "thresholds" if kind == "stat" else "palette-classic"},
+    }
+    if kind == "timeseries":
+        defaults["custom"] = {
+            "drawStyle": "line",
+            "lineWidth": 1,
+            "fillOpacity": 10,
+            "showPoints": "never",
+            "spanNulls": False,
+            "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+            "thresholdsStyle": {"mode": "line+area" if threshold_line else "off"},
+        }
+    options: dict[str, Any]
+    if kind == "stat":
+        options = {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": "background",
+            "graphMode": "area",
+            "textMode": "auto",
+        }
+    elif kind == "state-timeline":
+        options = {"showValue": "auto", "mergeValues": True, "legend": {"displayMode": "list"}}
+    else:
+        options = {
+            "legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        }
+    refs = "ABCDEFGH"
+    return {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "gridPos": {"h": height, "w": width, "x": 0, "y": 0},
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": options,
+        "targets": [target(expr, legend, refs[i]) for i, (expr, legend) in enumerate(queries)],
+    }
+
+
+def row(title: str) -> Panel:
+    """A row header; the panels after it belong to it."""
+    return {
+        "type": "row",
+        "title": title,
+        "collapsed": False,
+        "gridPos": {"h": 1, "w": 24, "x": 0, "y": 0},
+        "panels": [],
+    }
+
+
+def layout(panels: list[Panel]) -> list[Panel]:
+    """Give every panel a unique id and a grid position, left to right, top to bottom."""
+    x = y = line_height = 0
+    for number, item in enumerate(panels, start=1):
+        item["id"] = number
+        pos = item["gridPos"]
+        if item["type"] == "row" or x + pos["w"] > 24:
+            x, y, line_height = 0, y + line_height, 0
+        pos["x"], pos["y"] = x, y
+        x += pos["w"]
+        line_height = max(line_height, pos["h"])
+        if item["type"] == "row":
+            x, y, line_height = 0, y + 1, 0
+    return panels
+
+
+def query_variable(name: str, label: str, query: str) -> dict[str, Any]:
+    """A multi-value template variable filled from a label's values, with an 'All' option."""
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DATASOURCE,
+        "definition": query,
+        "query": {"query": query, "refId": f"{name}-variable"},
+        "refresh": 2,
+        "regex": "",
+        "sort": 1,
+        "multi": True,
+        "includeAll": True,
+        "allValue": ".+",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "hide": 0,
+    }
+
+
+def templating() -> dict[str, Any]:
+    """The data source variable first, then the label filters."""
+    datasource = {
+        "name": "datasource",
+        "label": "Data source",
+        "type": "datasource",
+        "query": "prometheus",
+        "regex": "",
+        "refresh": 1,
+        "hide": 0,
+        "current": {},
+    }
+    return {
+        "list": [
+            datasource,
+            query_variable("camera", "Camera", "label_values(frame_queue_published_total, camera)"),
+            query_variable("group", "Consumer group", "label_values(frame_queue_consumer_lag, group)"),
+            query_variable("redis", "Redis", "label_values(redis_up, instance)"),
+            query_variable("stream", "Stream", 'label_values(redis_stream_length{instance=~"$redis"}, stream)'),
+        ]
+    }
+
+
+BREAKER_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "closed", "color": "green", "index": 0},
+            "1": {"text": "half-open", "color": "orange", "index": 1},
+            "2": {"text": "open", "color": "red", "index": 2},
+        },
+    }
+]
+READY_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "not ready", "color": "red", "index": 0},
+            "1": {"text": "ready", "color": "green", "index": 1},
+        },
+    }
+]
+AOF_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "failing", "color": "red", "index": 0},
+            "1": {"text": "ok", "color": "green", "index": 1},
+        },
+    }
+]
+LATENCY_THRESHOLDS: list[tuple[str, float | None]] = [("green", None), ("red", LATENCY_TARGET_S)]
+
+
+def quantile(q: float, metric: str) -> str:
+    """PromQL for the q-quantile of a histogram across all instances."""
+    return f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket{RATE})))"
+
+
+def frame_queue_panels() -> list[Panel]:
+    """Every panel of the ``frame-queue`` dashboard, in display order."""
+    cam = 'camera=~"$camera"'
+    grp = 'group=~"$group"'
+    e2e = "frame_queue_end_to_end_latency_seconds"
+    pub = "frame_queue_publish_duration_seconds"
+    red = 'instance=~"$redis"'
+    streams = 'instance=~"$redis", stream=~"$stream"'
+    return [
+        row("Overview"),
+        panel(
+            "Published",
+            [(f"sum(rate(frame_queue_published_total{{{cam}}}{RATE}))", "frames/s")],
+            kind="stat",
+            unit="fps",
+            width=4,
+            height=4,
+        ),
+        panel(
+            "Acked",
+            [(f"sum(rate(frame_queue_acked_total{{{cam}, {grp}}}{RATE}))", "frames/s")],
+            kind="stat",
+            unit="fps",
+            width=4,
+            height=4,
+        ),
+        panel("Queue depth", [("max(frame_queue_depth)", "entries")], kind="stat", width=4, height=4),
+        panel(
+            "p99 end-to-end",
+            [(quantile(0.99, e2e), "p99")],
+            kind="stat",
+            unit="s",
+            width=4,
+            height=4,
+            thresholds=LATENCY_THRESHOLDS,
+        ),
+        panel(
+            "Breaker",
+            [("max(frame_queue_breaker_state)", "state")],
+            kind="stat",
+            width=4,
+            height=4,
+            mappings=BREAKER_MAPPINGS,
+            thresholds=[("green", None), ("orange", 1), ("red", 2)],
+        ),
+        panel(
+            "Ready",
+            [("min(frame_queue_ready)", "ready")],
+            kind="stat",
+            width=4,
+            height=4,
+            mappings=READY_MAPPINGS,
+            thresholds=[("red", None), ("green", 1)],
+        ),
+        row("Throughput"),
+        panel(
+            "Publish rate by camera",
+            [(f"sum by (camera) (rate(frame_queue_published_total{{{cam}}}{RATE}))", "{{camera}}")],
+            unit="fps",
+            description="Frames accepted by the queue backend.",
+        ),
+        panel(
+            "Consume and ack rate by group",
+            [
+                (f"sum by (group) (rate(frame_queue_consumed_total{{{cam}, {grp}}}{RATE}))", "consumed {{group}}"),
+                (f"sum by (group) (rate(frame_queue_acked_total{{{cam}, {grp}}}{RATE}))", "acked {{group}}"),
+            ],
+            unit="fps",
+        ),
+        panel(
+            "Redeliveries and publish errors",
+            [
+                (
+                    f"sum by (group) (rate(frame_queue_redelivered_total{{{cam}, {grp}}}{RATE}))",
+                    "redelivered {{group}}",
+                ),
+                (f"sum(rate(frame_queue_publish_errors_total{RATE}))", "publish errors"),
+            ],
+            unit="ops",
+            description="Deliveries after the first (retries, reclaimed frames of dead consumers).",
+        ),
+        row("Backlog"),
+        panel("Queue depth", [("max(frame_queue_depth)", "stream length")], unit="short", width=6),
+        panel(
+            "Consumer lag",
+            [(f"max by (group) (frame_queue_consumer_lag{{{grp}}})", "{{group}}")],
+            width=6,
+            description="Entries not yet delivered to the group.",
+        ),
+        panel(
+            "Pending",
+            [(f"max by (group) (frame_queue_pending{{{grp}}})", "{{group}}")],
+            width=6,
+            description="Entries delivered but not yet acknowledged.",
+        ),
+        panel(
+            "Oldest pending entry",
+            [(f"max by (group) (frame_queue_oldest_pending_seconds{{{grp}}})", "{{group}}")],
+            unit="s",
+            width=6,
+            thresholds=[("green", None), ("red", 120)],
+            threshold_line=True,
+        ),
+        row("Latency"),
+        panel(
+            "End-to-end latency (capture to handler)",
+            [
+                (quantile(0.5, e2e), "p50"),
+                (quantile(0.99, e2e), "p99"),
+            ],
+            unit="s",
+            width=12,
+            thresholds=LATENCY_THRESHOLDS,
+            threshold_line=True,
+            description="The red line is the 10 ms target.",
+        ),
+        panel("Publish duration", [(quantile(0.5, pub), "p50"), (quantile(0.99, pub), "p99")], unit="s", width=12),
+        row("Losses"),
+        panel(
+            "Drops by reason",
+            [(f"sum by (reason) (increase(frame_queue_dropped_total{RATE}))", "{{reason}}")],
+            description="Frames discarded by the drop policy or the spool limit.",
+            stack=True,
+        ),
+        panel(
+            "Dead-lettered by reason",
+            [
+                (f"sum by (reason) (increase(frame_queue_dead_lettered_total{RATE}))", "{{reason}}"),
+            ],
+            stack=True,
+        ),
+        panel(
+            "Dead-letter queue and source gaps",
+            [
+                ("max(frame_queue_dead_letter_depth)", "dead-letter depth"),
+                (f"sum by (camera) (increase(frame_queue_source_gaps_total{{{cam}}}{RATE}))", "gaps {{camera}}"),
+            ],
+        ),
+        row("Flow control"),
+        panel(
+            "Breaker state",
+            [("max by (instance) (frame_queue_breaker_state)", "{{instance}}")],
+            kind="state-timeline",
+            mappings=BREAKER_MAPPINGS,
+            thresholds=[("green", None), ("orange", 1), ("red", 2)],
+        ),
+        panel(
+            "Breaker transitions",
+            [
+                (f"sum by (state) (increase(frame_queue_breaker_transitions_total{RATE}))", "{{state}}"),
+            ],
+        ),
+        panel(
+            "Buffer capacity and frames",
+            [
+                ("sum(frame_queue_buffer_capacity_frames)", "capacity"),
+                ("sum(frame_queue_buffer_frames)", "buffered"),
+                ("sum(frame_queue_spool_frames)", "spooled"),
+            ],
+        ),
+        panel(
+            "Buffer memory",
+            [
+                ("sum(frame_queue_buffer_bytes)", "buffer"),
+                ("sum(frame_queue_spool_bytes)", "spool"),
+                ("sum(frame_queue_buffer_budget_bytes)", "budget"),
+            ],
+            unit="bytes",
+            width=24,
+        ),
+        row("Redis"),
+        panel(
+            "Memory used against maxmemory",
+            [
+                (f"redis_memory_used_bytes{{{red}}}", "used {{instance}}"),
+                (f"redis_memory_max_bytes{{{red}}}", "maxmemory {{instance}}"),
+            ],
+            unit="bytes",
+        ),
+        panel("Commands", [(f"rate(redis_commands_processed_total{{{red}}}{RATE})", "{{instance}}")], unit="ops"),
+        panel(
+            "Clients",
+            [
+                (f"redis_connected_clients{{{red}}}", "connected {{instance}}"),
+                (f"rate(redis_rejected_connections_total{{{red}}}{RATE})", "rejected/s {{instance}}"),
+            ],
+        ),
+        panel(
+            "Up",
+            [(f"min(redis_up{{{red}}})", "up")],
+            kind="stat",
+            width=6,
+            height=4,
+            mappings=[
+                {
+                    "type": "value",
+                    "options": {
+                        "0": {"text": "down", "color": "red", "index": 0},
+                        "1": {"text": "up", "color": "green", "index": 1},
+                    },
+                }
+            ],
+            thresholds=[("red", None), ("green", 1)],
+        ),
+        panel(
+            "AOF last write",
+            [(f"min(redis_aof_last_write_status{{{red}}})", "write")],
+            kind="stat",
+            width=6,
+            height=4,
+            mappings=AOF_MAPPINGS,
+            thresholds=[("red", None), ("green", 1)],
+        ),
+        panel(
+            "AOF last rewrite",
+            [(f"min(redis_aof_last_bgrewrite_status{{{red}}})", "rewrite")],
+            kind="stat",
+            width=6,
+            height=4,
+            mappings=AOF_MAPPINGS,
+            thresholds=[("red", None), ("green", 1)],
+        ),
+        panel(
+            "Uptime", [(f"min(redis_uptime_in_seconds{{{red}}})", "uptime")], kind="stat", unit="s", width=6, height=4
+        ),
+        panel("Stream length", [(f"redis_stream_length{{{streams}}}", "{{stream}}")]),
+        panel(
+            "Stream groups: pending and delivery lag",
+            [
+                (f"redis_stream_group_messages_pending{{{streams}}}", "pending {{stream}}/{{group}}"),
+                (
+                    f"(redis_stream_last_generated_id{{{streams}}} - on (instance, db, stream) group_right "
+                    f"redis_stream_group_last_delivered_id{{{streams}}}) / 1000",
+                    "lag s {{stream}}/{{group}}",
+                ),
+            ],
+            description="Delivery lag: stream time between the newest entry and the group's last delivered "
+            "entry (ids are millisecond timestamps), from the exporter's stream checks.",
+        ),
+        panel(
+            "Evicted keys",
+            [(f"increase(redis_evicted_keys_total{{{red}}}{RATE})", "{{instance}}")],
+            description="Must stay 0: Redis runs with maxmemory-policy noeviction.",
+            thresholds=[("green", None), ("red", 1)],
+            threshold_line=True,
+        ),
+    ]
+
+
+def frame_queue() -> dict[str, Any]:
+    """The ``frame-queue`` dashboard: the service, its queue and its Redis."""
+    return {
+        "uid": "frame-queue",
+        "title": "Frame queue",
+        "description": "frame-buffer: throughput, backlog, latency against the 10 ms target, losses, "
+        "flow control, and the Redis behind it. Generated by dashboards/generate.py.",
+        "tags": ["frame-buffer", "redis"],
+        "editable": True,
+        "graphTooltip": 1,
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "10s",
+        "time": {"from": "now-1h", "to": "now"},
+        "timezone": "utc",
+        "annotations": {
+            "list": [
+                {
+                    "builtIn": 1,
+                    "type": "dashboard",
+                    "name": "Annotations & Alerts",
+                    "enable": True,
+                    "hide": True,
+                    "iconColor": "rgba(0, 211, 255, 1)",
+                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                }
+            ]
+        },
+        "links": [],
+        "templating": templating(),
+        "panels": layout(frame_queue_panels()),
+    }
+
+
+#: File name (in this directory) -> dashboard.
+DASHBOARDS = {"frame-queue.json": frame_queue}
+
+
+def render(build: Any) -> str:
+    """The exact text committed for a dashboard."""
+    return json.dumps(build(), indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write (or with ``--check`` compare) every dashboard file."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if a committed file is out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, build in DASHBOARDS.items():
+        path, text = HERE / name, render(build)
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print(f"out of date, run python dashboards/generate.py: {', '.join(stale)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Reading the dashboards and alert rules of ``dashboards/`` the way Grafana and Prometheus do."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DASHBOARDS = REPO / "dashboards"
+#: Every dashboard file and the uid it must keep (links and the Ansible role refer to it).
+STABLE_UIDS = {"frame-queue.json": "frame-queue"}
+#: Grafana's built-in variables, as a 1 s scrape interval makes them (rate windows span 15 scrapes).
+BUILTINS = {
+    "__rate_interval": "15s",
+    "__interval": "2s",
+    "__interval_ms": "2000",
+    "__range": "5m",
+    "__range_s": "300",
+    "__range_ms": "300000",
+}
+_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)(?::\w+)?\]\]")
+
+
+@dataclass(frozen=True)
+class Query:
+    """One target of one panel."""
+
+    dashboard: str
+    panel: str
+    ref: str
+    expr: str
+
+    def __str__(self) -> str:
+        return f"{self.dashboard} / {self.panel!r} / {self.ref}: {self.expr}"
+
+
+def dashboards() -> dict[str, dict[str, Any]]:
+    """Every ``dashboards/*.json`` by file name."""
+    return {path.name: json.loads(path.read_text()) for path in sorted(DASHBOARDS.glob("*.json"))}
+
+
+def panels(dashboard: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel, including those nested in collapsed rows."""
+    for item in dashboard.get("panels", []):
+        yield item
+        yield from item.get("panels", [])
+
+
+def queries(name: str, dashboard: Mapping[str, Any]) -> list[Query]:
+    """Every Prometheus query of every panel."""
+    return [
+        Query(name, item["title"], target["refId"], target["expr"])
+        for item in panels(dashboard)
+        for target in item.get("targets", [])
+    ]
+
+
+def variables(dashboard: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The dashboard's template variables."""
+    found: list[dict[str, Any]] = dashboard.get("templating", {}).get("list", [])
+    return found
+
+
+def variable_query(variable: Mapping[str, Any]) -> str:
+    """The ``label_values(...)`` text of a query variable (string or object form)."""
+    query = variable["query"]
+    return str(query["query"] if isinstance(query, dict) else query)
+
+
+def referenced(text: str) -> set[str]:
+    """Names of the variables that ``text`` refers to."""
+    return {next(group for group in match.groups() if group) for match in _VARIABLE.finditer(text)}
+
+
+def substitute(text: str, values: Mapping[str, str]) -> str:
+    """Replace every variable reference by its value; KeyError names an unknown variable."""
+
+    def value(match: re.Match[str]) -> str:
+        name = next(group for group in match.groups() if group)
+        return values[name]
+
+    return _VARIABLE.sub(value, text)
+
+
+_LABEL_VALUES = re.compile(r"^\s*label_values\((?:(?P<match>.+),\s*)?(?P<label>\w+)\)\s*$")
+
+
+def promql_regex_escape(value: str) -> str:
+    """Escape a label value for a regex inside a PromQL string, as Grafana does (``.`` becomes ``\\\\.``)."""
+    return re.sub(r"([$^*{}\[\]'+?.()|\\])", r"\\\\\1", value)
+
+
+def resolve_variables(dashboard: Mapping[str, Any], label_values: Callable[[str, str], list[str]]) -> dict[str, str]:
+    """Values for every variable as Grafana would send them with every value selected.
+
+    ``label_values(label, match)`` asks Prometheus; a query variable without any value is a blind spot and
+    raises ValueError. Multi-value variables become a regex alternation, which ``=~`` selectors accept.
+    """
+    values = dict(BUILTINS)
+    for variable in variables(dashboard):
+        name = variable["name"]
+        if variable["type"] == "datasource":
+            values[name] = "prometheus"
+            continue
+        if variable["type"] != "query":
+            raise ValueError(f"variable {name}: type {variable['type']} is not handled by this test")
+        parsed = _LABEL_VALUES.match(substitute(variable_query(variable), values))
+        if parsed is None:
+            raise ValueError(f"variable {name}: only label_values(...) queries are handled")
+        found = label_values(parsed["label"], parsed["match"] or "{__name__=~'.+'}")
+        if not found:
+            raise ValueError(f"variable {name}: {variable_query(variable)} has no values")
+        values[name] = "|".join(promql_regex_escape(value) for value in sorted(found))
+    return values
+
+
+def rule_files() -> list[Path]:
+    """The Prometheus rule files (``dashboards/alerts/*.yml``)."""
+    return sorted((DASHBOARDS / "alerts").glob("*.yml"))
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    """Every alerting rule of every rule file."""
+    return [
+        rule
+        for path in rule_files()
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
