@@ -1,0 +1,23 @@
+# The two commands of the README:
+#   make demo   producer and consumers on local defaults, with a loss/duplicate audit
+#   make test   every test: lint, types, unit, conformance, fault, deployment
+.PHONY: demo test setup services lint bench
+
+setup:
+	bash scripts/setup.sh --deploy
+
+services: setup
+	bash scripts/services.sh
+
+demo: setup
+	.venv/bin/frame-buffer demo
+
+test:
+	bash scripts/test.sh
+
+lint: setup
+	.venv/bin/ruff check service tests
+	.venv/bin/mypy
+
+bench: services
+	.venv/bin/frame-buffer bench --backends redis,rabbitmq

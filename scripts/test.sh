@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every test, as CI runs it: installs what is missing, starts what is not running, then lint, types, the
+# whole pytest suite with coverage, and the 100% line+branch gate on the queue backends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh --deploy
+bash scripts/services.sh
+
+echo "== ruff"
+.venv/bin/ruff check service tests
+echo "== mypy (strict, service/)"
+.venv/bin/mypy
+echo "== pytest"
+rm -f .coverage .coverage.*
+.venv/bin/pytest --cov=frame_buffer --cov-branch --cov-report= "$@"
+echo "== coverage of the queue backends (must be 100% of lines and branches)"
+.venv/bin/coverage report --include='service/frame_buffer/queue/*' --fail-under=100
