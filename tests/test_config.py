@@ -55,7 +55,7 @@ def test_yaml_errors_name_the_file_and_key(tmp_path: Path) -> None:
     config.write_text("- a list\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         Settings.load(config, environ={})
-    with pytest.raises(ConfigError, match="missing.yml"):
+    with pytest.raises(ConfigError, match=r"missing\.yml"):
         Settings.load(tmp_path / "missing.yml", environ={})
 
 

@@ -18,7 +18,7 @@ FRAME_BUFFER = str(Path(sys.executable).with_name("frame-buffer"))
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([FRAME_BUFFER, *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([FRAME_BUFFER, *args], capture_output=True, text=True, timeout=timeout, check=False,
                           env={**os.environ, **(env or {})})
 
 

@@ -167,7 +167,9 @@ def test_publisher_waits_for_slow_consumer_and_loses_nothing(make_queue: QueueFa
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
 @pytest.mark.parametrize("shape", [(480, 640, 3), (240, 320), (7,)])
-def test_arrays_of_every_supported_dtype_round_trip(make_queue: QueueFactory, dtype: str, shape: tuple[int, ...]) -> None:
+def test_arrays_of_every_supported_dtype_round_trip(
+    make_queue: QueueFactory, dtype: str, shape: tuple[int, ...]
+) -> None:
     queue = make_queue(groups=("g",))
     array = pattern(3, shape, dtype)
     queue.publish(Frame("cam", 1, array, ts_ns=123, meta={"exposure": 1.5, "src": "x"}))

@@ -134,7 +134,7 @@ def test_nack_without_delay_is_redelivered_on_the_next_consume(redis_server: Red
 def test_stream_key_of_the_wrong_type_is_refused(redis_server: RedisServer) -> None:
     redis_server.client().set("frame_queue", "not a stream")
     queue = queue_on(redis_server)
-    with pytest.raises(redis.ResponseError, match="WRONGTYPE|key"):
+    with pytest.raises(redis.ResponseError, match=r"WRONGTYPE|key"):
         queue.consume("g", "c", block_ms=10)
 
 
