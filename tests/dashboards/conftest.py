@@ -117,6 +117,7 @@ class Prometheus:
     """Client for the Prometheus HTTP API of the test stack."""
 
     url: str
+    redis_url: str = ""
     processes: dict[str, Popen] = field(default_factory=dict)
 
     def api(self, path: str, **params: str) -> Any:
@@ -178,7 +179,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     """Redis, redis_exporter, ``frame-buffer run`` under load and Prometheus scraping both every second."""
     workdir = tmp_path_factory.mktemp("monitoring")
     redis_port, exporter_port, service_port, prom_port = (free_port() for _ in range(4))
-    prom = Prometheus(f"http://127.0.0.1:{prom_port}")
+    prom = Prometheus(f"http://127.0.0.1:{prom_port}", redis_url=f"redis://127.0.0.1:{redis_port}/0")
     procs = prom.processes
     try:
         procs["redis"] = start(

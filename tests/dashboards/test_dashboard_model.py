@@ -19,6 +19,7 @@ from dashboard_queries import (
     variable_query,
     variables,
 )
+
 from frame_buffer import metrics
 
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
