@@ -54,12 +54,17 @@ def run(args: argparse.Namespace, ask: Callable[[str], str] = input) -> int:
     """Run the chosen action; returns the exit code (1 when a named dead letter does not exist)."""
     queue = queue_from(settings_from(args))
     try:
-        action: Callable[[FrameQueue, argparse.Namespace, Callable[[str], str]], int] = {
-            "list": _list, "show": _show, "replay": _replay, "purge": _purge,
-        }[args.dlq_action]
-        return action(queue, args, ask)
+        return run_on(queue, args, ask)
     finally:
         queue.close()
+
+
+def run_on(queue: FrameQueue, args: argparse.Namespace, ask: Callable[[str], str] = input) -> int:
+    """Run the chosen action on an open queue (an in-process memory queue in tests and the demo)."""
+    action: Callable[[FrameQueue, argparse.Namespace, Callable[[str], str]], int] = {
+        "list": _list, "show": _show, "replay": _replay, "purge": _purge,
+    }[args.dlq_action]
+    return action(queue, args, ask)
 
 
 def _all(queue: FrameQueue) -> list[DeadLetter]:

@@ -11,7 +11,7 @@ replay keeps every camera's frames in order.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from frame_buffer import metrics
 from frame_buffer.flow.buffer import Item, MemoryBudget
@@ -59,6 +59,10 @@ class Spool:
         self.budget.release(cost)
         self._publish_metrics()
         return cost
+
+    def items(self) -> Iterable[tuple[Item, int]]:
+        """The frames held, oldest first."""
+        return self._items
 
     def _publish_metrics(self) -> None:
         metrics.spool_frames.set(len(self._items))

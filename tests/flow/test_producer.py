@@ -1,0 +1,123 @@
+"""Producer on the real backends: ordering, backpressure that is not an outage, start without a backend."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from frame_buffer import metrics
+from frame_buffer.codec import CodecError
+from frame_buffer.flow import Producer
+from frame_buffer.flow.breaker import CircuitBreaker
+from frame_buffer.flow.retry import ConstantBackoff
+from frame_buffer.frame import Frame
+from frame_buffer.queue import BackpressureTimeout, FrameQueue, QueueSettings
+from frame_buffer.queue.redis_streams import RedisStreamsQueue
+from tests.conftest import QueueFactory
+from tests.frames import make_frames
+from tests.servers import RedisServer, free_port, wait_until
+
+
+def drain(queue: FrameQueue, group: str, expected: int, timeout: float = 30) -> list[Frame]:
+    """Consume and ack until ``expected`` frames arrived (fails after ``timeout``)."""
+    frames: list[Frame] = []
+    deadline = time.monotonic() + timeout
+    while len(frames) < expected:
+        assert time.monotonic() < deadline, f"only {len(frames)} of {expected} frames arrived"
+        batch = queue.consume(group, "reader", count=256, block_ms=100)
+        queue.ack(batch)
+        frames.extend(d.frame for d in batch)
+    return frames
+
+
+def test_everything_submitted_is_published_in_order_per_camera(make_queue: QueueFactory) -> None:
+    before = metrics.REGISTRY.get_sample_value("frame_queue_published_total", {"camera": "cam1"}) or 0
+    producer = Producer(lambda: make_queue(groups=("g",)), budget_bytes=2**20)
+    frames = make_frames(2000, cameras=3)
+    assert all(producer.submit(frame) for frame in frames)
+    assert producer.flush(30)
+    producer.close()
+    summary = producer.summary()
+    assert summary["published"] == summary["submitted"] == 2000
+    assert summary["dropped"] == {} and not summary["degraded"]
+    assert summary["peak_bytes"] <= 2**20
+    got = drain(make_queue(), "g", 2000)
+    for camera in ("cam0", "cam1", "cam2"):
+        assert [f.seq for f in got if f.camera == camera] == [f.seq for f in frames if f.camera == camera]
+    assert metrics.REGISTRY.get_sample_value("frame_queue_published_total", {"camera": "cam1"}) == before + 667
+
+
+def test_queue_backpressure_is_not_a_breaker_failure(make_queue: QueueFactory) -> None:
+    open_queue = lambda: make_queue(groups=("g",), max_lag=50, publish_timeout_s=0.05)  # noqa: E731
+    producer = Producer(open_queue, policy="drop_newest", min_capacity=100, max_capacity=100, batch=10)
+    accepted = sum(producer.submit(frame) for frame in make_frames(400))
+    wait_until(lambda: producer.summary()["buffer_frames"] == 100, 10, "the buffer to fill behind the lag limit")
+    summary = producer.summary()
+    assert summary["breaker_transitions"]["open"] == 0 and summary["breaker_state"] == "closed"
+    assert accepted + summary["dropped"]["drop_newest"] == 400
+    got = drain(make_queue(), "g", accepted)
+    assert producer.flush(10)
+    producer.close()
+    print(f"submitted 400, accepted {accepted}, dropped {producer.summary()['dropped']}, delivered {len(got)}")
+    assert len(got) == accepted == producer.summary()["published"]
+
+
+def test_block_policy_raises_backpressure_timeout_when_nothing_drains(make_queue: QueueFactory) -> None:
+    producer = Producer(lambda: make_queue(groups=("g",), max_lag=10, publish_timeout_s=0.05),
+                        min_capacity=5, max_capacity=5, batch=5, block_timeout_s=0.2)
+    frames = make_frames(30)
+    submitted = 0
+    with pytest.raises(BackpressureTimeout, match="submit waited"):
+        for frame in frames:
+            producer.submit(frame)
+            submitted += 1
+    assert submitted == 10 + 5 + 5  # in the queue, being published, in the buffer
+    drain(make_queue(), "g", 10)
+    assert producer.flush(10)
+    drain(make_queue(), "g", 10)
+    producer.close()
+    assert producer.summary()["dropped"] == {}
+
+
+def test_frames_that_cannot_be_encoded_are_refused_at_submit(make_queue: QueueFactory) -> None:
+    producer = Producer(lambda: make_queue(groups=("g",)))
+    with pytest.raises(CodecError, match="unsupported_dtype"):
+        producer.submit(Frame("cam", 0, np.zeros(4, dtype=np.int64)))
+    producer.close()
+    assert producer.summary()["submitted"] == 0
+
+
+def test_starts_without_a_backend_then_replays_the_spool(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis", port=free_port())  # not started yet
+    breaker = CircuitBreaker("publish", failure_threshold=1, cooldown=ConstantBackoff(0.05))
+    producer = Producer(lambda: RedisStreamsQueue(server.url, QueueSettings(groups=("g",))), breaker=breaker)
+    frames = make_frames(300, cameras=2)
+    assert all(producer.submit(frame) for frame in frames)
+    wait_until(lambda: producer.summary()["spool_frames"] == 300, 10, "all frames in the spool")
+    assert producer.degraded and producer.summary()["published"] == 0
+    server.start()
+    try:
+        assert producer.flush(30)
+        assert not producer.degraded
+        producer.close()
+        summary = producer.summary()
+        assert summary["published"] == summary["replayed"] == 300
+        assert summary["breaker_transitions"]["closed"] >= 1
+        got = drain(RedisStreamsQueue(server.url), "g", 300)
+        assert [(f.camera, f.seq) for f in got] == [(f.camera, f.seq) for f in frames]
+    finally:
+        server.stop()
+
+
+def test_close_counts_what_it_could_not_publish(tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    producer = Producer(lambda: RedisStreamsQueue(url, QueueSettings(groups=("g",))))
+    for frame in make_frames(20):
+        producer.submit(frame)
+    producer.close(timeout_s=0.2)
+    summary = producer.summary()
+    assert summary["dropped"] == {"shutdown_timeout": 20}
+    assert summary["spool_frames"] == summary["buffer_frames"] == 0
