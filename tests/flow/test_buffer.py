@@ -11,7 +11,14 @@ import pytest
 from frame_buffer import metrics
 from frame_buffer.codec import FrameCodec
 from frame_buffer.flow.backpressure import Admission, parse_policy
-from frame_buffer.flow.buffer import FRAME_OVERHEAD_BYTES, AdaptiveBuffer, FrameOverBudget, Item, MemoryBudget, item_cost
+from frame_buffer.flow.buffer import (
+    FRAME_OVERHEAD_BYTES,
+    AdaptiveBuffer,
+    FrameOverBudget,
+    Item,
+    MemoryBudget,
+    item_cost,
+)
 from frame_buffer.flow.spool import Spool
 from frame_buffer.frame import Frame
 from frame_buffer.queue import BackpressureTimeout
