@@ -169,14 +169,18 @@ def service_argv_env(redis_port: int, http_port: int) -> tuple[list[str], dict[s
     env.update(
         FRAME_BUFFER_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
         FRAME_BUFFER_HTTP_PORT=str(http_port),
-        FRAME_BUFFER_SOURCES="synthetic",
+        FRAME_BUFFER_HTTP_HOST="127.0.0.1",
+        FRAME_BUFFER_SOURCES="synthetic:cam0:fps=50:size=320x240,synthetic:cam1:fps=50:size=320x240",
     )
     return [frame_buffer_cli(), "run"], env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
-    """Redis, redis_exporter, ``frame-buffer run`` under load and Prometheus scraping both every second."""
+    """Redis, redis_exporter, ``frame-buffer run`` under load and Prometheus scraping both every second.
+
+    Module-scoped, so nothing keeps running (and loading the machine) while the rest of the suite runs.
+    """
     workdir = tmp_path_factory.mktemp("monitoring")
     redis_port, exporter_port, service_port, prom_port = (free_port() for _ in range(4))
     prom = Prometheus(f"http://127.0.0.1:{prom_port}", redis_url=f"redis://127.0.0.1:{redis_port}/0")

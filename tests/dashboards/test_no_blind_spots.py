@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import Prometheus
-from dashboard_queries import Query, alert_rules, dashboards, queries, resolve_variables, substitute
+from dashboard_queries import Query, alert_rules, dashboards, metric_names, queries, resolve_variables, substitute
 
 pytestmark = pytest.mark.slow
 DEADLINE_S = 120.0
@@ -92,3 +92,17 @@ def test_healthy_stack_pages_nobody(stack: Prometheus) -> None:
         if alert["state"] == "firing" and alert["labels"].get("severity") == "critical"
     ]
     assert not critical, f"critical alerts on a healthy stack: {critical}"
+
+
+def test_every_metric_an_alert_reads_exists(stack: Prometheus) -> None:
+    """An alert on a misspelt or renamed metric would evaluate fine and never fire: each name must have series."""
+    wanted = {name: rule["alert"] for rule in alert_rules() for name in metric_names(rule["expr"])}
+    deadline = time.monotonic() + DEADLINE_S
+    missing = dict(wanted)
+    while missing and time.monotonic() < deadline:
+        for name in list(missing):
+            if stack.query(f'count({{__name__="{name}"}})'):
+                del missing[name]
+        if missing:
+            time.sleep(0.5)
+    assert not missing, f"metrics read by alerts but scraped by no target (metric: alert): {missing}"
