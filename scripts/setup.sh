@@ -9,7 +9,10 @@ cd "$(dirname "$0")/.."
 deploy=0
 [[ "${1:-}" == "--deploy" ]] && deploy=1
 
-packages=(redis-server redis-tools rabbitmq-server prometheus prometheus-redis-exporter ffmpeg)
+packages=(redis-server redis-tools rabbitmq-server prometheus prometheus-redis-exporter ffmpeg
+  # RTSP test server: GStreamer's RTSP server driven from Debian's own python3 (GObject bindings).
+  python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly)
 if (( deploy )); then
   packages+=(docker.io debootstrap)
 fi

@@ -10,7 +10,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 # The *_created series double the series count and no dashboard or alert uses them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 #: Why a frame was dropped (only the drop policies and the spool limit drop frames).
 DROP_REASONS = ("drop_oldest", "drop_newest", "spool_full", "shutdown_timeout")

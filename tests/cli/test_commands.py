@@ -91,9 +91,11 @@ def test_wrong_configuration_fails_at_start_naming_the_field(env: dict[str, str]
 
 def test_unreachable_redis_is_reported_with_its_address() -> None:
     port = free_port()
-    result = run("loadgen", "--duration", "0.5", "--redis-url", f"redis://127.0.0.1:{port}/0")
+    result = run("loadgen", "--duration", "0.5", "--fps", "20", "--redis-url", f"redis://127.0.0.1:{port}/0",
+                 env={"FRAME_BUFFER_DRAIN_TIMEOUT_S": "1"})
     assert result.returncode == 3
     assert f"redis at 127.0.0.1:{port} unavailable" in result.stderr
+    assert "could not be published" in result.stderr
 
 
 def test_bench_prints_the_table_and_json() -> None:
