@@ -93,6 +93,7 @@ class Producer:
         self.published = 0
         self.replayed = 0  # published from the spool
         self.publish_failures = 0
+        self.backpressure_waits = 0  # publish calls the backend answered with BackpressureTimeout
         self._update_gauges()
         self._thread = threading.Thread(target=self._run, name="frame-publisher", daemon=True)
         self._thread.start()
@@ -163,6 +164,7 @@ class Producer:
                 "spooled": self.spool.total_spooled,
                 "replayed": self.replayed,
                 "publish_failures": self.publish_failures,
+                "backpressure_waits": self.backpressure_waits,
                 "buffer_frames": len(self.buffer),
                 "buffer_capacity": self.buffer.capacity,
                 "spool_frames": len(self.spool),
@@ -206,15 +208,15 @@ class Producer:
                 self._cond.wait(_IDLE_WAIT_S)
             if self._stop:  # close() gave up flushing: frames left are counted by close()
                 return False
+            if not self.breaker.allow():
+                self._spool_everything()
+                self._cond.wait(min(max(self.breaker.remaining_cooldown(), 0.001), _IDLE_WAIT_S))
+                return True
             if not self._inflight:
                 self._inflight_from_spool = len(self.spool) > 0
                 source = self.spool if self._inflight_from_spool else self.buffer
                 self._inflight = source.take(self.batch)
                 self._update_gauges()
-            if not self.breaker.allow():
-                self._spool_everything()
-                self._cond.wait(min(max(self.breaker.remaining_cooldown(), 0.001), _IDLE_WAIT_S))
-                return True
             batch = self._inflight
             from_spool = self._inflight_from_spool
         started = time.monotonic()
@@ -223,12 +225,13 @@ class Producer:
             queue.publish_encoded([item for item, _ in batch])
         except BackpressureTimeout:
             # The backend is up and says "wait": not a breaker failure. Keep the batch and try again.
+            self.backpressure_waits += 1
             self.breaker.record_success()
             return True
         except Exception as exc:  # BackendUnavailable, or anything a broken client raises
             self._failed(exc)
             with self._cond:
-                self.spool.push_front(self._inflight)
+                self.spool.push_front(self._inflight, returning=self._inflight_from_spool)
                 self._inflight = []
                 self._update_gauges()
             return True
@@ -251,7 +254,7 @@ class Producer:
     def _spool_everything(self) -> None:
         """Breaker open: in-flight frames (oldest) to the spool head, then the whole buffer behind them."""
         if self._inflight:
-            self.spool.push_front(self._inflight)
+            self.spool.push_front(self._inflight, returning=self._inflight_from_spool)
             self._inflight = []
         if len(self.buffer):
             self.spool.push_back(self.buffer.take(len(self.buffer)))

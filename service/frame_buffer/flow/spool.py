@@ -24,7 +24,7 @@ class Spool:
         self.budget = budget
         self._items: deque[tuple[Item, int]] = deque()
         self.bytes = 0
-        self.total_spooled = 0  # frames that ever entered the spool
+        self.total_spooled = 0  # frames that entered the spool (a failed replay does not count again)
         self._publish_metrics()
 
     def __len__(self) -> int:
@@ -35,14 +35,18 @@ class Spool:
         self._items.extend(items)
         self._added(items)
 
-    def push_front(self, items: Sequence[tuple[Item, int]]) -> None:
-        """Put back frames older than everything spooled (a batch whose publish failed), keeping order."""
-        self._items.extendleft(reversed(items))
-        self._added(items)
+    def push_front(self, items: Sequence[tuple[Item, int]], *, returning: bool = False) -> None:
+        """Put back frames older than everything spooled (a batch whose publish failed), keeping order.
 
-    def _added(self, items: Sequence[tuple[Item, int]]) -> None:
+        ``returning``: the frames were taken from the spool itself, so they are not counted again.
+        """
+        self._items.extendleft(reversed(items))
+        self._added(items, count=not returning)
+
+    def _added(self, items: Sequence[tuple[Item, int]], count: bool = True) -> None:
         self.bytes += sum(cost for _, cost in items)
-        self.total_spooled += len(items)
+        if count:
+            self.total_spooled += len(items)
         self._publish_metrics()
 
     def take(self, count: int) -> list[tuple[Item, int]]:
