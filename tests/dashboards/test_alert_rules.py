@@ -5,8 +5,9 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import tool
-from dashboard_queries import DASHBOARDS, alert_rules, rule_files
+
+from tests.dashboards.dashboard_queries import DASHBOARDS, alert_rules, rule_files
+from tests.dashboards.stack import tool
 
 TESTS = sorted((DASHBOARDS / "alerts" / "tests").glob("*.yml"))
 #: What the issue asks to be alerted on, at least.

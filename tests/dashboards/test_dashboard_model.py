@@ -8,7 +8,9 @@ import sys
 from typing import Any
 
 import pytest
-from dashboard_queries import (
+
+from frame_buffer import metrics
+from tests.dashboards.dashboard_queries import (
     BUILTINS,
     DASHBOARDS,
     STABLE_UIDS,
@@ -19,8 +21,6 @@ from dashboard_queries import (
     variable_query,
     variables,
 )
-
-from frame_buffer import metrics
 
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
 PANEL_TYPES = {"row", "timeseries", "stat", "state-timeline", "gauge", "bargauge", "table", "text"}

@@ -12,8 +12,17 @@ import time
 from typing import Any
 
 import pytest
-from conftest import Prometheus
-from dashboard_queries import Query, alert_rules, dashboards, metric_names, queries, resolve_variables, substitute
+
+from tests.dashboards.dashboard_queries import (
+    Query,
+    alert_rules,
+    dashboards,
+    metric_names,
+    queries,
+    resolve_variables,
+    substitute,
+)
+from tests.dashboards.stack import Prometheus
 
 pytestmark = pytest.mark.slow
 DEADLINE_S = 120.0

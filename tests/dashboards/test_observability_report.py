@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Prometheus, frame_buffer_cli
 
 from frame_buffer import report
 from frame_buffer.cli import main
+from tests.dashboards.stack import Prometheus, frame_buffer_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEADLINE_S = 120.0
