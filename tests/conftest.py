@@ -17,9 +17,11 @@ from tests.servers import RedisServer
 REDIS_URL = os.environ.get("FRAME_BUFFER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("FRAME_BUFFER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 #: Backends the conformance suite runs against.
-BACKENDS = ["memory", "redis"]
+BACKENDS = ["memory", "redis", "rabbitmq"]
 
 QueueFactory = Callable[..., FrameQueue]
+#: Group names the conformance suite uses: their queues are deleted after each rabbitmq test.
+_RABBITMQ_TEST_GROUPS = ("g", "analytics", "archive", "late", "first", "nobody", "unknown")
 
 
 @pytest.fixture
@@ -33,6 +35,10 @@ def _cleanup(backend: str, stream: str) -> None:
         client = redis.Redis.from_url(REDIS_URL)
         client.delete(stream, f"{stream}:dlq")
         client.close()
+    if backend == "rabbitmq":
+        from frame_buffer.queue.rabbitmq import delete_topology
+
+        delete_topology(AMQP_URL, QueueSettings(stream=stream), groups=_RABBITMQ_TEST_GROUPS)
 
 
 @pytest.fixture(params=BACKENDS)

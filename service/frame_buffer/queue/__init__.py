@@ -51,7 +51,7 @@ def open_queue(
 
         return MemoryQueue(settings, codec)
     if backend == "rabbitmq":
-        from frame_buffer.queue.rabbitmq import RabbitMQQueue  # type: ignore[import-not-found,unused-ignore]
+        from frame_buffer.queue.rabbitmq import RabbitMQQueue
 
         queue: FrameQueue = RabbitMQQueue(amqp_url, settings, codec)
         return queue
