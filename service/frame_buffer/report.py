@@ -81,6 +81,7 @@ class Panel:
     unit: str
     series: list[Series] = field(default_factory=list)
     target: float | None = None
+    log: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ def from_prometheus(
     window = f"{int(window_s or max(4 * step, 30))}s"
     panels = []
     for title, unit, target, queries in prometheus_panels():
-        panel = Panel(title, unit, target=target)
+        panel = Panel(title, unit, target=target, log=target is not None)
         for query in queries:
             for item in query_range(url, query.expr.format(w=window), end - range_s, end, step):
                 labels = item["metric"]
@@ -236,7 +237,7 @@ def draw_timeseries(panels: list[Panel], title: str) -> bytes:
     figure, axes = _figure(math.ceil(len(panels) / 2), 2, title)
     for ax, panel in zip(axes, panels, strict=False):
         ax.set_title(panel.title)
-        ax.set_ylabel(panel.unit)
+        ax.set_ylabel(f"{panel.unit} (log)" if panel.log else panel.unit)
         ax.grid(True, alpha=0.3)
         for series in panel.series:
             times = np.array([round(t * 1000) for t in series.times], dtype="datetime64[ms]")  # UTC
@@ -248,7 +249,10 @@ def draw_timeseries(panels: list[Panel], title: str) -> bytes:
         if not panel.series:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
         else:
-            ax.set_ylim(bottom=0)
+            if panel.log:  # keeps the target line in view however far above it the latency goes
+                ax.set_yscale("log")
+            else:
+                ax.set_ylim(bottom=0)
             ax.xaxis.set_major_locator(dates.AutoDateLocator(minticks=3, maxticks=6))  # type: ignore[no-untyped-call]
             ax.xaxis.set_major_formatter(dates.ConciseDateFormatter(ax.xaxis.get_major_locator()))  # type: ignore[no-untyped-call]
             ax.legend(fontsize=8, loc="upper left")
