@@ -333,6 +333,11 @@ def run(args: argparse.Namespace) -> int:
         print("frame-buffer report: --out must end in .png or .html", file=sys.stderr)
         return 2
     try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("frame-buffer report: needs matplotlib: pip install 'frame-buffer[report]'", file=sys.stderr)
+        return 2
+    try:
         if args.bench_json is not None:
             data = load_bench(args.bench_json)
             title = f"{args.title}: bench"

@@ -170,6 +170,7 @@ def service_argv_env(redis_port: int, http_port: int) -> tuple[list[str], dict[s
         FRAME_BUFFER_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
         FRAME_BUFFER_HTTP_PORT=str(http_port),
         FRAME_BUFFER_HTTP_HOST="127.0.0.1",
+        FRAME_BUFFER_DRAIN_TIMEOUT_S="5",
         FRAME_BUFFER_SOURCES="synthetic:cam0:fps=50:size=320x240,synthetic:cam1:fps=50:size=320x240",
     )
     return [frame_buffer_cli(), "run"], env
