@@ -160,7 +160,7 @@ def test_3_redis_unreachable_at_start_runs_on_the_spool(tmp_path: Path) -> None:
     print(f"\n[unreachable at start] before recovery: degraded={producer.degraded} "
           f"published={degraded['published']} spool={degraded['spool_frames']} breaker={degraded['breaker_state']}")
     assert producer.degraded and degraded["published"] == 0 and degraded["breaker_state"] != "closed"
-    assert metrics.REGISTRY.get_sample_value("frame_queue_ready") == 0
+    assert metrics.REGISTRY.get_sample_value("frame_queue_breaker_state") == metrics.BREAKER_STATES["open"]
     server.start()
     try:
         consumer = ConsumerProcess(tmp_path, server.url, "c1")
@@ -175,7 +175,8 @@ def test_3_redis_unreachable_at_start_runs_on_the_spool(tmp_path: Path) -> None:
         assert counts["published"] == summary["replayed"] == counts["delivered"] == total
         assert counts["dropped"] == counts["dead_lettered"] == counts["duplicates"] == 0
         assert consumer.delivered() == sorted(keys(total), key=lambda k: (k[1], k[0]))
-        assert not producer.degraded and metrics.REGISTRY.get_sample_value("frame_queue_ready") == 1
+        assert not producer.degraded
+        assert metrics.REGISTRY.get_sample_value("frame_queue_breaker_state") == metrics.BREAKER_STATES["closed"]
     finally:
         server.stop()
 

@@ -48,8 +48,9 @@ class CircuitBreaker:
         min_calls: the ratio only counts once this many calls are in the window.
         cooldown: seconds to stay open, from the number of consecutive openings (1 for the first).
         half_open_successes: successful probes that close it again.
-        export_metrics: write ``frame_queue_breaker_state``/``_transitions`` and ``frame_queue_ready``;
-            the gauges have no labels, so exactly one breaker per process (the producer's) exports.
+        export_metrics: write ``frame_queue_breaker_state`` and ``frame_queue_breaker_transitions``; the
+            gauge has no labels, so exactly one breaker per process (the producer's) exports.
+            ``frame_queue_ready`` is left to the service, which also knows whether the backend answers.
         clock: monotonic time source, replaceable in tests.
     """
 
@@ -88,7 +89,6 @@ class CircuitBreaker:
         self.transitions: dict[str, int] = {"closed": 0, "open": 0, "half_open": 0}
         if export_metrics:
             metrics.breaker_state.set(metrics.BREAKER_STATES["closed"])
-            metrics.ready.set(1)
 
     # -- state ------------------------------------------------------------------------------------------
     @property
@@ -160,7 +160,6 @@ class CircuitBreaker:
         if self.export_metrics:
             metrics.breaker_state.set(metrics.BREAKER_STATES[state])
             metrics.breaker_transitions.labels(state=state).inc()
-            metrics.ready.set(1 if state == "closed" else 0)
 
     def call(self, fn: Callable[[], T], is_failure: Callable[[BaseException], bool]) -> T:
         """Run ``fn`` through the breaker: :class:`CircuitOpen` when open, outcome recorded otherwise."""
