@@ -44,7 +44,12 @@ def duration(text: str) -> float:
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``report`` subcommand."""
-    parser = subparsers.add_parser("report", help="render the key panels to a PNG or HTML file", description=__doc__)
+    parser = subparsers.add_parser(
+        "report",
+        help="render the key panels to a PNG or HTML file",
+        description="Draw rates, latency percentiles, lag and memory from a Prometheus, or a bench run's "
+        "results, into one PNG, or an HTML page with a table of the latest values.",
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prometheus", metavar="URL", help="Prometheus base URL, e.g. http://127.0.0.1:9090")
     source.add_argument(
@@ -53,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         type=Path,
         help="output of `frame-buffer bench --json` (the JSON line, or the whole output)",
     )
-    parser.add_argument("--range", type=duration, default=duration("10m"), help="time range ending now (10m)")
+    parser.add_argument("--range", type=duration, default=duration("10m"), help="time range shown (10m)")
+    parser.add_argument("--end", type=float, help="end of the range as a unix timestamp (default: now)")
     parser.add_argument("--step", type=duration, help="resolution (default: range / 240, at least 1s)")
     parser.add_argument(
         "--rate-window", type=duration, help="window of rate() and quantiles (default: 4 steps, at least 30s)"
@@ -351,14 +357,15 @@ def run(args: argparse.Namespace) -> int:
             ]
             table += [(key, str(value)) for key, value in data.get("codec", {}).items()]
         else:
-            panels = from_prometheus(args.prometheus, args.range, args.step, args.rate_window)
+            panels = from_prometheus(args.prometheus, args.range, args.step, args.rate_window, args.end)
             if not any(panel.series for panel in panels):
                 print(
                     f"frame-buffer report: no frame_queue data in {args.prometheus} for the last {args.range:g}s",
                     file=sys.stderr,
                 )
                 return 1
-            title = f"{args.title}: last {args.range / 60:g} min, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC"
+            ending = time.strftime("%Y-%m-%d %H:%M", time.gmtime(args.end))
+            title = f"{args.title}: {args.range / 60:g} min to {ending} UTC"
             png = draw_timeseries(panels, title)
             table = _latest(panels)
     except (PrometheusError, OSError, ValueError, KeyError) as exc:

@@ -79,7 +79,8 @@ def test_png_from_prometheus(stack: Prometheus, panels: list[report.Panel], tmp_
 def test_html_from_prometheus(stack: Prometheus, panels: list[report.Panel], tmp_path: Path) -> None:
     """The HTML page inlines the picture and lists the latest values."""
     out = tmp_path / "report.html"
-    assert main(["report", "--prometheus", stack.url, "--range", "1m", "--out", str(out)]) == 0
+    end = str(time.time())
+    assert main(["report", "--prometheus", stack.url, "--range", "1m", "--end", end, "--out", str(out)]) == 0
     page = out.read_text()
     assert 'src="data:image/png;base64,' in page
     assert "Throughput: published" in page and "Latency: end-to-end p99" in page
