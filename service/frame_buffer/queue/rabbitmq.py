@@ -62,6 +62,7 @@ ATTEMPTS = "x-fb-attempts"
 #: Delays of :meth:`RabbitMQQueue.nack` are rounded up to one of these (ms): one delay queue per step.
 DELAY_STEPS_MS = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 30_000, 60_000, 300_000, 900_000, 3_600_000)
 _NOT_FOUND, _PRECONDITION_FAILED = 404, 406
+_RECV_BYTES = 256 * 1024
 _instance_ids = itertools.count(1)
 #: (broker, stream, group, consumer name) -> the instance of this process consuming under that name.
 _consumers: dict[tuple[str, str, str, str], weakref.ref[RabbitMQQueue]] = {}
@@ -222,6 +223,10 @@ class RabbitMQQueue(FrameQueue):
             self._backoff = min(self.backoff_s[1], max(self.backoff_s[0], self._backoff * 2))
             self._next_attempt = now + self._backoff
             raise
+        # pika reads the socket 4 KiB at a time and appends each read to a bytes buffer, which copies a 6 MB
+        # frame hundreds of times; reading up to 256 KiB at a time makes that a handful (an instance override
+        # of the transport's class constant: without it, pika just reads as before).
+        conn._impl._transport._MAX_RECV_BYTES = _RECV_BYTES
         self._backoff, self._conn = 0.0, conn
         self._admin = conn.channel()
         self._declare_topology()

@@ -1,0 +1,1 @@
+"""Raw-client baselines that `frame-buffer bench` measures the backends against."""

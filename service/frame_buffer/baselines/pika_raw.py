@@ -1,0 +1,156 @@
+"""Raw pika baseline for ``frame-buffer bench``: what the rabbitmq backend is measured against.
+
+The same broker-side work as the backend without this project's code: a durable topic exchange and one
+durable quorum queue bound to it with ``x-max-length`` / ``reject-publish`` (as the backend declares them),
+persistent messages published with ``mandatory`` and confirms, ``window`` messages in flight (never waiting
+for each one), and a consumer on its own connection in a thread, with a prefetch and manual acks. No codec,
+no header, no backpressure checks, pika's defaults everywhere.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+import uuid
+from typing import Any
+
+import pika
+from pika import spec
+
+PREFETCH = 64
+
+
+def _connect(url: str) -> Any:
+    return pika.BlockingConnection(pika.URLParameters(url))
+
+
+def _wake(connection: Any) -> None:
+    connection._request_channel_dispatch(-1)  # end process_data_events' wait now, as pika does itself
+
+
+class _Publisher:
+    """Publishes to the default exchange with confirms, at most ``window`` unconfirmed."""
+
+    def __init__(self, url: str, exchange: str, window: int) -> None:
+        self.connection = _connect(url)
+        self.channel = self.connection.channel()
+        self.exchange, self.window = exchange, window
+        self.sent = self.confirmed = 0
+        selected: list[Any] = []
+        self.channel._impl.confirm_delivery(self._on_confirm, callback=selected.append)
+        while not selected:
+            self.connection.process_data_events(0.01)
+
+    def _on_confirm(self, frame: Any) -> None:
+        if isinstance(frame.method, spec.Basic.Nack):
+            raise RuntimeError("the broker nacked a baseline publish")
+        self.confirmed = frame.method.delivery_tag if frame.method.multiple else self.confirmed + 1
+        _wake(self.connection)
+
+    def publish(self, body: bytes) -> None:
+        while self.sent - self.confirmed >= self.window:
+            self.connection.process_data_events(1.0)
+        self.channel._impl.basic_publish(self.exchange, "frames.raw", body, pika.BasicProperties(delivery_mode=2),
+                                         mandatory=True)
+        self.sent += 1
+        self.connection.process_data_events(0)
+
+    def drain(self) -> None:
+        while self.confirmed < self.sent:
+            self.connection.process_data_events(1.0)
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class _Consumer(threading.Thread):
+    """Consumes ``count`` messages on its own connection, acking each; records receive times and bodies."""
+
+    def __init__(self, url: str, queue: str, count: int, keep: bool = False) -> None:
+        super().__init__(daemon=True)
+        self.connection = _connect(url)
+        self.channel = self.connection.channel()
+        self.channel.basic_qos(prefetch_count=PREFETCH)
+        self.queue, self.count, self.keep = queue, count, keep
+        self.received = 0
+        self.samples: list[float] = []
+        self.finished_at = 0.0
+        self.channel._impl.basic_consume(queue, self._on_message, auto_ack=False)
+
+    def _on_message(self, channel: Any, method: Any, _props: Any, body: bytes) -> None:
+        if self.keep:
+            sent_ns = struct.unpack_from(">q", body)[0]
+            self.samples.append((time.time_ns() - sent_ns) / 1e6)
+        channel.basic_ack(method.delivery_tag)
+        self.received += 1
+        _wake(self.connection)
+
+    def run(self) -> None:
+        while self.received < self.count:
+            self.connection.process_data_events(1.0)
+        self.finished_at = time.perf_counter()
+        self.connection.close()
+
+
+def _with_queue(url: str) -> str:
+    """A topic exchange and a queue bound to it, both named like the returned name."""
+    name = f"bench_raw_{uuid.uuid4().hex[:8]}"
+    connection = _connect(url)
+    channel = connection.channel()
+    channel.exchange_declare(name, "topic", durable=True)
+    channel.queue_declare(name, durable=True, arguments={
+        "x-queue-type": "quorum", "x-max-length": 1_000_000, "x-overflow": "reject-publish"})
+    channel.queue_bind(name, name, routing_key="frames.#")
+    connection.close()
+    return name
+
+
+def _delete(url: str, name: str) -> None:
+    connection = _connect(url)
+    channel = connection.channel()
+    channel.queue_delete(name)
+    channel.exchange_delete(name)
+    connection.close()
+
+
+def throughput(url: str, payload: bytes, count: int, window: int = 256) -> float:
+    """Seconds from the first publish to the last consumer ack of ``count`` persistent messages."""
+    queue = _with_queue(url)
+    try:
+        consumer = _Consumer(url, queue, count)
+        publisher = _Publisher(url, queue, window)
+        started = time.perf_counter()
+        consumer.start()
+        for _ in range(count):
+            publisher.publish(payload)
+        publisher.drain()
+        consumer.join()
+        publisher.close()
+        return consumer.finished_at - started
+    finally:
+        _delete(url, queue)
+
+
+def latency(url: str, payload: bytes, rate: float, seconds: float, window: int = 256) -> list[float]:
+    """End-to-end milliseconds (publish call to consumer receipt) of messages published at ``rate``/s."""
+    queue = _with_queue(url)
+    count = int(rate * seconds)
+    body = bytearray(payload)
+    try:
+        consumer = _Consumer(url, queue, count, keep=True)
+        publisher = _Publisher(url, queue, window)
+        consumer.start()
+        start = time.perf_counter()
+        for seq in range(count):
+            delay = start + seq / rate - time.perf_counter()
+            if delay > 0:
+                publisher.connection.sleep(delay)
+            struct.pack_into(">q", body, 0, time.time_ns())
+            publisher.publish(bytes(body))
+        publisher.drain()
+        consumer.join()
+        publisher.close()
+        return consumer.samples
+    finally:
+        _delete(url, queue)
