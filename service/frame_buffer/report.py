@@ -257,11 +257,11 @@ def draw_timeseries(panels: list[Panel], title: str) -> bytes:
         else:
             if panel.log:  # keeps the target line in view however far above it the latency goes
                 ax.set_yscale("log")
-            else:
-                ax.set_ylim(bottom=0)
+            else:  # headroom above the highest line for the legend
+                ax.set_ylim(0, 1.3 * max(max(series.values) for series in panel.series) or 1)
             ax.xaxis.set_major_locator(dates.AutoDateLocator(minticks=3, maxticks=6))  # type: ignore[no-untyped-call]
             ax.xaxis.set_major_formatter(dates.ConciseDateFormatter(ax.xaxis.get_major_locator()))  # type: ignore[no-untyped-call]
-            ax.legend(fontsize=8, loc="upper left")
+            ax.legend(fontsize=8, loc="best")
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     return _save(figure)
