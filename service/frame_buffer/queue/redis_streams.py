@@ -86,6 +86,7 @@ class RedisStreamsQueue(FrameQueue):
             socket_timeout=max_block_ms / 1000 + block_margin_s,
             socket_connect_timeout=5.0,
             health_check_interval=30,
+            socket_read_size=1024 * 1024,  # frames arrive in 100 KB..6 MB pieces: fewer recv calls and copies
             command_packer=PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode),  # type: ignore[no-untyped-call]
         )
         kwargs = self.client.connection_pool.connection_kwargs
