@@ -67,8 +67,8 @@ class VideoSource:
                 time.sleep(delay)
 
     def _decode(self) -> Iterator[npt.NDArray[np.uint8]]:
-        options = {"rtsp_transport": "tcp", "stimeout": "5000000"} if self.location.startswith("rtsp") else {}
-        with av.open(self.location, options=options, timeout=10.0) as container:
+        options = {"rtsp_transport": "tcp"} if self.location.startswith("rtsp") else {}
+        with av.open(self.location, options=options, timeout=(10.0, 5.0)) as container:
             stream = container.streams.video[0]
             for frame in container.decode(stream):
                 image: npt.NDArray[np.uint8] = frame.to_ndarray(format="rgb24")  # type: ignore[assignment]
