@@ -75,7 +75,7 @@ class CircuitBreaker:
         self.failure_threshold = failure_threshold
         self.failure_ratio = failure_ratio
         self.min_calls = min_calls
-        self.cooldown = cooldown or ExponentialBackoff(base_s=0.25, cap_s=15.0)
+        self.cooldown = cooldown or ExponentialBackoff(base_s=0.25, cap_s=5.0)
         self.half_open_successes = half_open_successes
         self.export_metrics = export_metrics
         self._clock = clock
