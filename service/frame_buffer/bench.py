@@ -74,6 +74,22 @@ def _payload(size: str) -> Frame:
     return Frame("bench", 0, test_pattern(spec, 1))
 
 
+def _paced(rate: float, count: int, publish: Callable[[int], object]) -> threading.Thread:
+    """Start a thread calling ``publish(seq)`` ``count`` times at ``rate`` per second."""
+
+    def loop() -> None:
+        start = time.perf_counter()
+        for seq in range(count):
+            delay = start + seq / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            publish(seq)
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    return thread
+
+
 # -- this project's backends --------------------------------------------------------------------------------
 def backend_throughput(open_q: Callable[[], FrameQueue], frame: Frame, count: int, batch: int) -> float:
     """Seconds from the first publish to the last ack of ``count`` frames."""
@@ -106,16 +122,7 @@ def backend_latency(open_q: Callable[[], FrameQueue], frame: Frame, rate: float,
     consumer.ensure_group(GROUP)
     count = int(rate * seconds)
 
-    def publish() -> None:
-        start = time.perf_counter()
-        for seq in range(count):
-            delay = start + seq / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            producer.publish(Frame(frame.camera, seq, frame.data, ts_ns=time.time_ns()))
-
-    thread = threading.Thread(target=publish)
-    thread.start()
+    thread = _paced(rate, count, lambda seq: producer.publish(Frame(frame.camera, seq, frame.data)))
     samples: list[float] = []
     while len(samples) < count:
         deliveries = consumer.consume(GROUP, "c0", count=64, block_ms=1000)
@@ -166,16 +173,10 @@ def redis_raw_latency(url: str, stream: str, payload: bytes | memoryview, rate: 
     consumer.xgroup_create(stream, GROUP, id="0", mkstream=True)
     count = int(rate * seconds)
 
-    def publish() -> None:
-        start = time.perf_counter()
-        for seq in range(count):
-            delay = start + seq / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            producer.xadd(stream, {b"h": str(time.time_ns()).encode(), b"p": payload})
+    def publish(_seq: int) -> None:
+        producer.xadd(stream, {b"h": str(time.time_ns()).encode(), b"p": payload})
 
-    thread = threading.Thread(target=publish)
-    thread.start()
+    thread = _paced(rate, count, publish)
     samples: list[float] = []
     while len(samples) < count:
         reply: Any = consumer.xreadgroup(GROUP, "c0", {stream: ">"}, count=64, block=1000)
