@@ -1,4 +1,4 @@
-"""A consumer process for the fault tests: a Worker on Redis that logs every frame it handled.
+"""A consumer process for the fault tests: a Worker (Redis or RabbitMQ) that logs every frame it handled.
 
 Each handled frame is appended to ``--out`` as ``camera seq`` with one ``write`` (O_APPEND), so what a
 SIGKILL leaves behind is whole lines. SIGTERM stops the worker cleanly (the batch in hand is finished
@@ -17,12 +17,13 @@ from types import FrameType
 
 from frame_buffer.flow import CircuitBreaker, ExponentialBackoff, RetryPolicy, Worker
 from frame_buffer.frame import Frame
-from frame_buffer.queue import QueueSettings
+from frame_buffer.queue import FrameQueue, QueueSettings, open_queue
 from frame_buffer.queue.redis_streams import RedisStreamsQueue
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--backend", default="redis", choices=("redis", "rabbitmq"))
     parser.add_argument("--url", required=True)
     parser.add_argument("--stream", default="frame_queue")
     parser.add_argument("--group", default="g")
@@ -54,8 +55,14 @@ def main() -> None:
         handled += 1
 
     settings = QueueSettings(stream=args.stream, groups=(args.group,), claim_min_idle_ms=args.claim_ms)
+
+    def connect() -> FrameQueue:
+        if args.backend == "redis":
+            return RedisStreamsQueue(args.url, settings, max_block_ms=1000, block_margin_s=2.0)
+        return open_queue(args.backend, amqp_url=args.url, settings=settings)
+
     worker = Worker(
-        lambda: RedisStreamsQueue(args.url, settings, max_block_ms=1000, block_margin_s=2.0),
+        connect,
         args.group, args.name, handler,
         retry=RetryPolicy(base_s=args.base, cap_s=args.cap, max_attempts=args.max_attempts),
         batch=args.batch, block_ms=200,

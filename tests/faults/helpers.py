@@ -21,11 +21,12 @@ REPO = Path(__file__).resolve().parents[2]
 class ConsumerProcess:
     """``tests/faults/consumer_proc.py`` in its own process; ``delivered()`` reads what it handled."""
 
-    def __init__(self, workdir: Path, url: str, name: str, *extra: str, stream: str = "frame_queue") -> None:
+    def __init__(self, workdir: Path, url: str, name: str, *extra: str, stream: str = "frame_queue",
+                 backend: str = "redis") -> None:
         self.out = workdir / f"consumer-{name}.log"
         self.out.touch()
-        args = [sys.executable, "-m", "tests.faults.consumer_proc", "--url", url, "--stream", stream,
-                "--name", name, "--out", str(self.out), *extra]
+        args = [sys.executable, "-m", "tests.faults.consumer_proc", "--backend", backend, "--url", url,
+                "--stream", stream, "--name", name, "--out", str(self.out), *extra]
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=REPO)
         assert self.process.stdout is not None
         assert self.process.stdout.readline().strip() == "ready"
