@@ -89,3 +89,85 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=30)
             self.process = None
+
+
+class RabbitMQNode:
+    """A RabbitMQ node of our own (Debian's ``rabbitmq-server``), on free ports, with its data in ``workdir``.
+
+    Everything a node reads is pointed into ``workdir`` (config, env file, plugins file, Mnesia and log
+    directories, and ``HOME``, where Erlang creates the node's cookie), so the machine's node (5672,
+    ``/etc/rabbitmq``, ``rabbit@localhost``) is neither read nor touched. Nothing here needs the cookie: the
+    node is only spoken to over AMQP.
+    """
+
+    SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # not /usr/sbin's wrapper: that one su's to rabbitmq
+
+    def __init__(self, workdir: Path) -> None:
+        if not Path(self.SERVER).exists():
+            raise RuntimeError("rabbitmq-server is not installed: run scripts/setup.sh")
+        self.workdir = workdir
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.name = f"fbtest{self.port}@localhost"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+
+    def _environment(self) -> dict[str, str]:
+        work = self.workdir
+        (work / "enabled_plugins").write_text("[].\n")
+        (work / "rabbitmq.conf").write_text("loopback_users = none\n")
+        (work / "rabbitmq-env.conf").write_text("")
+        return {
+            **os.environ,
+            "HOME": str(work),
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(work / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(work / "log"),
+            "RABBITMQ_PID_FILE": str(work / "beam.pid"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(work / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(work / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(work / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(work / "rabbitmq-env.conf"),
+        }
+
+    def start(self, timeout: float = 60.0) -> RabbitMQNode:
+        """Start the node and wait until it accepts AMQP connections."""
+        import pika
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "beam.pid").unlink(missing_ok=True)
+        with open(self.workdir / "server.log", "ab") as log:
+            self.process = subprocess.Popen([self.SERVER], env=self._environment(), stdout=log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        params = pika.URLParameters(self.url)
+        params.connection_attempts = 1
+        wait_until(lambda: pika.BlockingConnection(params).close() is None, timeout,
+                   f"rabbitmq node {self.name} on port {self.port}", interval=0.1)
+        return self
+
+    def beam_pid(self) -> int:
+        """The OS pid of this node's Erlang VM (beam.smp), from the pid file the node writes."""
+        return int((self.workdir / "beam.pid").read_text().strip())
+
+    def kill(self) -> None:
+        """SIGKILL this node's Erlang VM only: no shutdown, no flush; the wrapper script then exits."""
+        assert self.process is not None
+        os.kill(self.beam_pid(), signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()  # the wrapper script stops the node on TERM
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.kill(self.beam_pid(), signal.SIGKILL)
+                self.process.wait(timeout=30)
+            self.process = None
