@@ -22,14 +22,20 @@ from tests.servers import RedisServer, free_port, wait_until
 
 
 def drain(queue: FrameQueue, group: str, expected: int, timeout: float = 30) -> list[Frame]:
-    """Consume and ack until ``expected`` frames arrived (fails after ``timeout``)."""
+    """Consume and ack until ``expected`` frames arrived (fails after ``timeout``), then close ``queue``.
+
+    Closing matters on RabbitMQ: a consumer that stays open keeps the deliveries it prefetched.
+    """
     frames: list[Frame] = []
     deadline = time.monotonic() + timeout
-    while len(frames) < expected:
-        assert time.monotonic() < deadline, f"only {len(frames)} of {expected} frames arrived"
-        batch = queue.consume(group, "reader", count=256, block_ms=100)
-        queue.ack(batch)
-        frames.extend(d.frame for d in batch)
+    try:
+        while len(frames) < expected:
+            assert time.monotonic() < deadline, f"only {len(frames)} of {expected} frames arrived"
+            batch = queue.consume(group, "reader", count=256, block_ms=100)
+            queue.ack(batch)
+            frames.extend(d.frame for d in batch)
+    finally:
+        queue.close()
     return frames
 
 
@@ -67,17 +73,26 @@ def test_queue_backpressure_is_not_a_breaker_failure(make_queue: QueueFactory) -
 
 def test_block_policy_raises_backpressure_timeout_when_nothing_drains(make_queue: QueueFactory) -> None:
     open_queue = lambda: make_queue(groups=("g",), max_lag=10, publish_timeout_s=0.05)  # noqa: E731
-    producer = Producer(open_queue, min_capacity=5, max_capacity=5, batch=5, block_timeout_s=0.2)
-    frames = make_frames(30)
-    submitted = 0
+    producer = Producer(open_queue, min_capacity=5, max_capacity=5, batch=5, block_timeout_s=30)
+    frames = make_frames(21)
+    for frame in frames[:10]:
+        producer.submit(frame)
+    wait_until(lambda: producer.published == 10, 30, "the queue to take max_lag frames")
+    for frame in frames[10:15]:
+        producer.submit(frame)
+    wait_until(lambda: producer.backpressure_waits > 0, 30, "the next batch to wait on the full queue")
+    for frame in frames[15:20]:
+        producer.submit(frame)  # the buffer is now full too
+    producer.block_timeout_s = 0.2
     with pytest.raises(BackpressureTimeout, match="submit waited"):
-        for frame in frames:
-            producer.submit(frame)
-            submitted += 1
-    assert submitted == 10 + 5 + 5  # in the queue, being published, in the buffer
+        producer.submit(frames[20])
+    assert producer.summary()["submitted"] == 20
     drain(open_queue(), "g", 10)
     assert producer.flush(10)
-    drain(open_queue(), "g", 10)
+    rest = drain(open_queue(), "g", 10)
+    # RabbitMQ can deliver some twice: its publish raises BackpressureTimeout after part of a batch was
+    # confirmed, and the producer publishes the whole batch again (see the report on issue 4).
+    assert {f.seq for f in rest} == {f.seq for f in frames[10:20]}
     producer.close()
     assert producer.summary()["dropped"] == {}
 
@@ -121,3 +136,35 @@ def test_close_counts_what_it_could_not_publish(tmp_path: Path) -> None:
     summary = producer.summary()
     assert summary["dropped"] == {"shutdown_timeout": 20}
     assert summary["spool_frames"] == summary["buffer_frames"] == 0
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest"])
+def test_a_full_spool_drops_by_policy_and_counts_spool_full(tmp_path: Path, policy: str) -> None:
+    server = RedisServer(tmp_path / "redis", port=free_port())  # down until the spool has overflowed
+    frames = make_frames(200)
+    budget = 50 * (Producer(lambda: RedisStreamsQueue(server.url)).codec.encode(frames[0]).nbytes + 256)
+    breaker = CircuitBreaker("publish", failure_threshold=1, cooldown=ConstantBackoff(0.05))
+    producer = Producer(lambda: RedisStreamsQueue(server.url, QueueSettings(groups=("g",))), policy=policy,
+                        budget_bytes=budget, breaker=breaker, min_capacity=10, max_capacity=10)
+    wait_until(lambda: producer.breaker.state != "closed", 10, "the breaker to open")
+    accepted = 0
+    for frame in frames:
+        accepted += producer.submit(frame)
+        assert producer.budget.used <= budget
+    held = producer.summary()
+    assert held["dropped"].get("spool_full", 0) > 0
+    server.start()
+    try:
+        assert producer.flush(30)
+        producer.close()
+        summary = producer.summary()
+        got = drain(RedisStreamsQueue(server.url), "g", summary["published"])
+        dropped = summary["dropped"]
+        print(f"\n[{policy}] submitted 200, accepted {accepted}, published {summary['published']}, dropped {dropped}")
+        assert summary["published"] + sum(dropped.values()) == 200
+        assert len(got) == summary["published"] <= 50 + 10
+        seqs = [f.seq for f in got]
+        expected = seqs[-1] == 199 if policy == "drop_oldest" else seqs[0] == 0
+        assert expected and seqs == sorted(seqs)
+    finally:
+        server.stop()

@@ -50,17 +50,21 @@ class Admission:
         buffer / spool: what the frames go into and what a full budget may be spent on.
         cond: the producer's condition variable; waiting on it releases the lock for the publisher.
         closed: tells a waiting ``block`` admission to give up because the producer is closing.
+        spill: called when the buffer is full, before the policy acts; returns True when it made room (the
+            producer moves the buffer to the spool while the breaker is open, so that an outage is limited
+            by the byte budget and not by the buffer's frame capacity).
     """
 
     def __init__(
         self, policy: str, buffer: AdaptiveBuffer, spool: Spool, cond: threading.Condition,
-        closed: Callable[[], bool],
+        closed: Callable[[], bool], *, spill: Callable[[], bool] = lambda: False,
     ) -> None:
         self.policy = parse_policy(policy)
         self.buffer = buffer
         self.spool = spool
         self.cond = cond
         self.closed = closed
+        self.spill = spill
         self.dropped: dict[str, int] = {}
 
     def drop(self, reason: str, count: int = 1) -> None:
@@ -83,6 +87,8 @@ class Admission:
                 self.buffer.append(item, cost)
                 self.cond.notify_all()
                 return True
+            if self.buffer.budget.fits(cost) and self.spill():
+                continue
             budget_bound = not self.buffer.budget.fits(cost)
             spool_holds_budget = budget_bound and len(self.spool) > 0
             if self.policy == "block":

@@ -85,7 +85,8 @@ class Producer:
         self._cond = threading.Condition()
         self._closing = False
         self._stop = False
-        self.admission = Admission(policy, self.buffer, self.spool, self._cond, lambda: self._closing)
+        self.admission = Admission(policy, self.buffer, self.spool, self._cond, lambda: self._closing,
+                                   spill=self._spill_if_open)
         self._inflight: list[tuple[Item, int]] = []
         self._inflight_from_spool = False
         self._queue: FrameQueue | None = None
@@ -249,6 +250,18 @@ class Producer:
             self._inflight = []
             self._update_gauges()
             self._cond.notify_all()
+        return True
+
+    def _spill_if_open(self) -> bool:
+        """Buffer full while the breaker is open: move it to the spool now (the caller holds the lock).
+
+        Without this, a fast source would hit the buffer's frame capacity between two wake-ups of the
+        publisher and drop (or block) although the budget still has room in the spool.
+        """
+        if self.breaker.state != "open" or not len(self.buffer):
+            return False
+        self.spool.push_back(self.buffer.take(len(self.buffer)))
+        self._update_gauges()
         return True
 
     def _spool_everything(self) -> None:
