@@ -61,7 +61,7 @@ HEADER = "h"
 ATTEMPTS = "x-fb-attempts"
 #: Delays of :meth:`RabbitMQQueue.nack` are rounded up to one of these (ms): one delay queue per step.
 DELAY_STEPS_MS = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 30_000, 60_000, 300_000, 900_000, 3_600_000)
-_NOT_FOUND, _PRECONDITION_FAILED = 404, 406
+_NOT_FOUND = 404
 _RECV_BYTES = 256 * 1024
 _instance_ids = itertools.count(1)
 #: (broker, stream, group, consumer name) -> the instance of this process consuming under that name.
@@ -174,6 +174,7 @@ class RabbitMQQueue(FrameQueue):
         self._conn: Any = None
         self._admin: Any = None
         self._pub: Any = None
+        self._pub_error: Exception | None = None
         self._subs: dict[str, _Subscription] = {}
         self._groups: set[str] = set()
         self._delay_queues: set[str] = set()
@@ -195,10 +196,12 @@ class RabbitMQQueue(FrameQueue):
             try:
                 result = fn()
             except (pika.exceptions.AMQPError, OSError) as exc:
-                if isinstance(exc, pika.exceptions.AMQPChannelError) and self._conn.is_open:
-                    self._forget_closed_channels()
-                    raise QueueError(f"rabbitmq at {self.address} refused: {exc!r}") from exc
+                # A channel error (a queue deleted under us, arguments that differ) is the broker refusing,
+                # not an outage; either way start over on a fresh connection: deliveries go back to the queue.
+                refused = isinstance(exc, pika.exceptions.AMQPChannelError) and bool(self._conn and self._conn.is_open)
                 self._disconnect()
+                if refused:
+                    raise QueueError(f"rabbitmq at {self.address} refused: {exc!r}") from exc
                 raise BackendUnavailable(f"rabbitmq at {self.address} unavailable: {exc!r}") from exc
             self._last_io = time.monotonic()
             return result
@@ -246,16 +249,6 @@ class RabbitMQQueue(FrameQueue):
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):  # broken already: nothing to release
                 conn.close()
 
-    def _forget_closed_channels(self) -> None:
-        if self._admin is not None and not self._admin.is_open:
-            self._admin = self._conn.channel()
-        if self._pub is not None and not self._pub.is_open:
-            self._pub = None
-            self._unconfirmed.clear()
-        for group, sub in list(self._subs.items()):
-            if not sub.channel.is_open:
-                del self._subs[group]
-
     def _wake(self, *_args: Any) -> None:
         """Make a pending ``process_data_events`` return now (pika's own way of ending its wait)."""
         self._conn._request_channel_dispatch(-1)
@@ -299,13 +292,9 @@ class RabbitMQQueue(FrameQueue):
         """Declare a durable queue; False when it already existed (with whatever arguments it was given)."""
         if self._counts(name) is not None:
             return False
-        try:
-            self._admin.queue_declare(name, durable=True, arguments=arguments)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code != _PRECONDITION_FAILED:
-                raise
-            self._admin = self._conn.channel()  # declared meanwhile with other arguments: use it as it is
-            return False
+        # Declared meanwhile by another client with other arguments: PRECONDITION_FAILED, reported as refused;
+        # the next call finds the queue and uses it as it is.
+        self._admin.queue_declare(name, durable=True, arguments=arguments)
         return True
 
     def _counts(self, name: str) -> tuple[int, int] | None:
@@ -381,6 +370,8 @@ class RabbitMQQueue(FrameQueue):
             self._pub = self._connection().channel()
             impl = self._pub._impl
             impl.add_on_return_callback(self._on_return)
+            impl.add_on_close_callback(self._on_publisher_closed)
+            self._pub_error = None
             selected: list[Any] = []
 
             def on_select_ok(frame: Any) -> None:
@@ -393,7 +384,14 @@ class RabbitMQQueue(FrameQueue):
                 self._pump(1.0)
         return self._pub
 
+    def _on_publisher_closed(self, channel: Any, reason: Exception) -> None:
+        if self._pub is not None and channel is self._pub._impl:  # not one given up after a confirm timeout
+            self._pub_error = reason
+            self._wake()
+
     def _on_confirm(self, frame: Any) -> None:
+        if self._pub is None or frame.channel_number != self._pub.channel_number:
+            return  # a late confirm on a channel given up after a confirm timeout
         method = frame.method
         tags = [method.delivery_tag]
         if method.multiple:
@@ -435,9 +433,14 @@ class RabbitMQQueue(FrameQueue):
 
     def _await_confirms(self, deadline: float, at_most: int) -> None:
         while len(self._unconfirmed) > at_most:
+            if self._pub_error is not None:
+                raise self._pub_error  # e.g. the exchange was deleted: NOT_FOUND closed the channel
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self._pub.close()  # late confirms of this batch must not be taken for the next one's
+                # Give the channel up without waiting for the broker (it may be stalled); its late confirms
+                # are ignored, and its unconfirmed messages are the caller's to publish again.
+                with contextlib.suppress(pika.exceptions.AMQPError):
+                    self._pub._impl.close()
                 self._pub = None
                 self._unconfirmed.clear()
                 raise BackpressureTimeout(
@@ -505,11 +508,10 @@ class RabbitMQQueue(FrameQueue):
     def _release(self, group: str) -> None:
         def close() -> None:
             sub = self._subs.pop(group, None)
-            if sub is not None and sub.channel.is_open:
+            if sub is not None:
                 sub.channel.close()
 
-        if self._conn is not None:
-            self._call(close)
+        self._call(close)
 
     def _fetch(self, group: str, consumer: str, count: int, block_ms: int) -> list[RawEntry]:
         self.ensure_group(group)
@@ -521,6 +523,10 @@ class RabbitMQQueue(FrameQueue):
             self._pump(0)
             while not sub.buffer and time.monotonic() < deadline:
                 self._pump(deadline - time.monotonic())
+            if sub.buffer and len(sub.buffer) < count:
+                # The rest of the broker's burst may still be on the wire: a round trip on this channel
+                # brings it in, so one call returns what the queue had ready (as XREADGROUP does).
+                sub.channel.basic_qos(prefetch_count=sub.prefetch)
             entries: list[RawEntry] = []
             now = time.monotonic()
             while sub.buffer and len(entries) < count:
