@@ -280,13 +280,14 @@ class RabbitMQQueue(FrameQueue):
         return args
 
     def _declare_topology(self) -> None:
-        admin = self._admin
-        admin.exchange_declare(self._unrouted, "fanout", durable=True)
-        admin.queue_declare(self._unrouted, durable=True, arguments=self._queue_args(None, self.settings.max_lag))
-        admin.queue_bind(self._unrouted, self._unrouted)
-        admin.queue_declare(self._dlq, durable=True, arguments={"x-queue-type": "classic"})
-        admin.exchange_declare(self._exchange, "topic", durable=True,
-                               arguments={"alternate-exchange": self._unrouted})
+        # Queues are looked up before they are declared (_declare), so that a max_lag other than the one
+        # they were created with is not refused; self._admin is reopened after a lookup that found nothing.
+        self._admin.exchange_declare(self._unrouted, "fanout", durable=True)
+        self._declare(self._unrouted, self._queue_args(None, self.settings.max_lag))
+        self._admin.queue_bind(self._unrouted, self._unrouted)
+        self._admin.queue_declare(self._dlq, durable=True, arguments={"x-queue-type": "classic"})
+        self._admin.exchange_declare(self._exchange, "topic", durable=True,
+                                     arguments={"alternate-exchange": self._unrouted})
 
     def _declare(self, name: str, arguments: dict[str, Any]) -> bool:
         """Declare a durable queue; False when it already existed (with whatever arguments it was given)."""
@@ -409,11 +410,12 @@ class RabbitMQQueue(FrameQueue):
         """Publish with up to ``confirm_window`` unconfirmed; republish what the broker nacks (a full queue)
         until ``deadline``. Raises :class:`QueueError` for a message no queue would take."""
         todo = list(range(len(messages)))
+        why = f"rabbitmq at {self.address} did not confirm"
         while True:
             impl = self._publisher()._impl
             self._nacked, self._returned = [], set()
             for slot in todo:
-                self._await_confirms(deadline, self.confirm_window - 1)
+                self._await_confirms(deadline, self.confirm_window - 1, why)
                 exchange, routing_key, body, props = messages[slot]
                 self._published += 1
                 self._unconfirmed[self._published] = slot
@@ -423,29 +425,28 @@ class RabbitMQQueue(FrameQueue):
                 impl._send_method(spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True),
                                   (props, body))
                 self._pump(0)
-            self._await_confirms(deadline, 0)
-            if self._returned:
-                raise QueueError(f"rabbitmq at {self.address}: no queue is bound for {sorted(self._returned)}")
+            self._await_confirms(deadline, 0, why)
+            returned = sorted(self._returned & {messages[slot][3].message_id for slot in todo})
+            if returned:
+                raise QueueError(f"rabbitmq at {self.address}: no queue is bound for {returned}")
             if not self._nacked:
                 return
             todo = sorted(self._nacked)
-            self._wait_or_timeout(deadline, f"a queue of {self._exchange!r} is full (x-max-length)")
+            why = f"a queue of {self._exchange!r} is full (x-max-length, reject-publish)"
+            self._wait_or_timeout(deadline, why)
 
-    def _await_confirms(self, deadline: float, at_most: int) -> None:
+    def _await_confirms(self, deadline: float, at_most: int, why: str) -> None:
         while len(self._unconfirmed) > at_most:
             if self._pub_error is not None:
                 raise self._pub_error  # e.g. the exchange was deleted: NOT_FOUND closed the channel
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                # Give the channel up without waiting for the broker (it may be stalled); its late confirms
-                # are ignored, and its unconfirmed messages are the caller's to publish again.
-                with contextlib.suppress(pika.exceptions.AMQPError):
-                    self._pub._impl.close()
+                # Give the channel up, without closing it (the broker may be stalled, and pika cannot close
+                # a channel behind its BlockingChannel's back); its late confirms and returns are ignored, the
+                # connection's close closes it, and its unconfirmed messages are the caller's to publish again.
                 self._pub = None
                 self._unconfirmed.clear()
-                raise BackpressureTimeout(
-                    f"publish waited {self.settings.publish_timeout_s}s for rabbitmq at {self.address} to confirm"
-                )
+                raise BackpressureTimeout(f"publish waited {self.settings.publish_timeout_s}s: {why}")
             self._pump(remaining)
 
     def _wait_or_timeout(self, deadline: float, why: str) -> None:
@@ -671,14 +672,17 @@ class RabbitMQQueue(FrameQueue):
             value = headers.get(key, default)
             return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
-        # Dead-lettered by the broker itself (delivery-limit backstop, overflow): x-first-death-* say why.
+        # Dead-lettered by the broker itself (the delivery-limit backstop): x-first-death-* and x-death say why
+        # and when, not how often it was delivered (attempts 0).
         queue = text("x-first-death-queue")
+        death = (headers.get("x-death") or [{}])[0]
         return DeadLetter(
             id=props.message_id, original_id=text("x-fb-original-id", props.message_id),
             group=text("x-fb-group", queue.removeprefix(f"{self._exchange}.")),
             reason=text("x-fb-reason", text("x-first-death-reason")), error=text("x-fb-error"),
-            attempts=int(headers.get(ATTEMPTS, headers.get("x-delivery-count", 0))),
-            dead_lettered_at_ms=int(headers.get("x-fb-at-ms", 0)), header=headers.get(HEADER), payload=body,
+            attempts=int(headers.get(ATTEMPTS, 0)),
+            dead_lettered_at_ms=int(headers.get("x-fb-at-ms", death["time"].timestamp() * 1000 if death else 0)),
+            header=headers.get(HEADER), payload=body,
         )
 
     def dead_letters(self, count: int = 100, after: str | None = None) -> list[DeadLetter]:
