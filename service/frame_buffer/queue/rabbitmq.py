@@ -105,6 +105,7 @@ class _Subscription:
 
     channel: Any
     prefetch: int
+    fresh: bool = True
     buffer: deque[tuple[Any, Any, bytes]] = field(default_factory=deque)
     handed: dict[int, float] = field(default_factory=dict)
 
@@ -178,6 +179,7 @@ class RabbitMQQueue(FrameQueue):
         self._subs: dict[str, _Subscription] = {}
         self._groups: set[str] = set()
         self._delay_queues: set[str] = set()
+        self._registered: set[tuple[str, str, str, str]] = set()
         self._unconfirmed: dict[int, int] = {}
         self._nacked: list[int] = []
         self._returned: set[str] = set()
@@ -499,6 +501,9 @@ class RabbitMQQueue(FrameQueue):
         """A consumer name is one consumer: an older instance of this process consuming under the same name
         (a restart within the process) gives its deliveries back, so this one receives them again."""
         key = (self.address, self._exchange, group, consumer)
+        if key in self._registered:
+            return
+        self._registered.add(key)
         with _consumers_lock:
             ref = _consumers.get(key)
             _consumers[key] = weakref.ref(self)
@@ -524,10 +529,12 @@ class RabbitMQQueue(FrameQueue):
             self._pump(0)
             while not sub.buffer and time.monotonic() < deadline:
                 self._pump(deadline - time.monotonic())
-            if sub.buffer and len(sub.buffer) < count:
-                # The rest of the broker's burst may still be on the wire: a round trip on this channel
-                # brings it in, so one call returns what the queue had ready (as XREADGROUP does).
+            if sub.fresh and len(sub.buffer) < count:
+                # A new subscription gets a burst of what the queue holds, and the rest of it may still be on
+                # the wire: a round trip on this channel brings it in, so one call returns what the queue had
+                # ready (as XREADGROUP does). Later deliveries arrive as frames are published.
                 sub.channel.basic_qos(prefetch_count=sub.prefetch)
+            sub.fresh = False
             entries: list[RawEntry] = []
             now = time.monotonic()
             while sub.buffer and len(entries) < count:
