@@ -6,12 +6,13 @@ import threading
 from collections.abc import Callable
 
 from frame_buffer import metrics
-from frame_buffer.flow import RetryPolicy, Worker
+from frame_buffer.flow import CircuitBreaker, ConstantBackoff, RetryPolicy, Worker
 from frame_buffer.frame import Frame
-from frame_buffer.queue import FrameQueue
+from frame_buffer.queue import FrameQueue, QueueSettings
+from frame_buffer.queue.redis_streams import RedisStreamsQueue
 from tests.conftest import QueueFactory
 from tests.frames import make_frames
-from tests.servers import wait_until
+from tests.servers import RedisServer, wait_until
 
 FAST_RETRY = RetryPolicy(base_s=0.001, cap_s=0.01, max_attempts=3)
 
@@ -98,3 +99,27 @@ def test_stop_finishes_and_acks_the_batch_in_hand(make_queue: QueueFactory) -> N
     assert worker.summary()["acked"] == 10
     stats = queue.stats("g")
     assert stats.pending == 0 and stats.lag == 0
+
+
+def test_a_worker_rides_through_a_redis_restart(redis_server: RedisServer) -> None:
+    settings = QueueSettings(groups=("g",))
+    open_queue = lambda: RedisStreamsQueue(redis_server.url, settings, max_block_ms=200)  # noqa: E731
+    publisher = open_queue()
+    publisher.publish_many(make_frames(5))
+    seen: list[int] = []
+    breaker = CircuitBreaker("worker w1", failure_threshold=1, cooldown=ConstantBackoff(0.05),
+                             export_metrics=False)
+    worker = Worker(open_queue, "g", "w1", lambda frame: seen.append(frame.seq), block_ms=100, breaker=breaker)
+    stop, thread = start(worker)
+    try:
+        wait_until(lambda: len(seen) == 5, 10, "the first frames")
+        redis_server.kill()
+        wait_until(lambda: breaker.transitions["open"] >= 1, 10, "the worker's breaker to open")
+        redis_server.start()  # AOF: the stream and the group come back
+        open_queue().publish_many(make_frames(10)[5:])
+        wait_until(lambda: len(seen) >= 10, 20, "frames published after the restart")
+    finally:
+        stop.set()
+        thread.join()
+    assert set(seen) == set(range(10)) and thread.is_alive() is False
+    assert breaker.state == "closed"
