@@ -128,7 +128,11 @@ class Producer:
             return True
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Flush for up to ``timeout_s``, then stop the publisher; frames still held count as dropped."""
+        """Flush for up to ``timeout_s``, then stop the publisher; frames still held count as dropped.
+
+        A publish still waiting on the backend after the timeout is abandoned with the thread (a daemon);
+        its batch is counted as ``shutdown_timeout`` although the backend may still take it.
+        """
         with self._cond:
             self._closing = True
             self._cond.notify_all()
@@ -139,7 +143,7 @@ class Producer:
         self._thread.join(max(timeout_s, 1.0))
         with self._cond:
             left = len(self.buffer) + len(self.spool) + len(self._inflight)
-            if left and not self._thread.is_alive():
+            if left:
                 log.error("producer closed with %d frames not published (shutdown_timeout)", left)
                 self.admission.drop("shutdown_timeout", left)
                 self.buffer.take(len(self.buffer))
