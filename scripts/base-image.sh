@@ -76,7 +76,7 @@ build() {
     return
   fi
   say "building $name ($want)"
-  printf '%s\n' "$text" | quiet_build --network host -q --label "$label=$want" -t "$name" - >/dev/null
+  printf '%s\n' "$text" | quiet_build --network host --force-rm -q --label "$label=$want" -t "$name" - >/dev/null
 }
 
 build_service() {
@@ -90,7 +90,7 @@ build_service() {
     return
   fi
   say "building $name ($want)"
-  quiet_build --network host -q --build-arg "BASE_IMAGE=$base" --label "$label=$want" \
+  quiet_build --network host --force-rm -q --build-arg "BASE_IMAGE=$base" --label "$label=$want" \
     -f service/Dockerfile -t "$name" . >/dev/null
   # The replaced image of an earlier build, if any.
   docker image prune -f --filter "label=$label" >/dev/null
