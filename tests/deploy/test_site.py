@@ -1,5 +1,6 @@
-"""End to end: ``playbooks/site.yml`` against ``inventory/local`` (twice: the second run changes nothing), then
-``playbooks/verify.yml`` with every acceptance check of issue 6, on the local Docker engine."""
+"""End to end: ``playbooks/site.yml`` against ``inventory/local`` (in check mode first, which must leave the host
+alone; then twice, the second run changing nothing), then ``playbooks/verify.yml`` with every acceptance check of
+issue 6, on the local Docker engine."""
 
 from __future__ import annotations
 
@@ -51,6 +52,12 @@ def changed_counts(output: str) -> dict[str, int]:
 @pytest.mark.timeout(900)
 def test_site_then_verify(deploy_tools: Path, clean_local_deployment: None, tmp_path: Path) -> None:
     playbook = [deploy_tools / "ansible-playbook", "-i", "inventory/local"]
+    run([*playbook, "playbooks/site.yml", "--check", "--diff"], tmp_path / "site-check.log")
+    created = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", "name=^fb-local-"], capture_output=True, text=True, check=True
+    ).stdout
+    assert not created.strip() and not STATE_DIR.exists(), "--check changed the host"
+
     first = run([*playbook, "playbooks/site.yml"], tmp_path / "site-1.log")
     assert changed_counts(first).get("local", 0) > 0
 
