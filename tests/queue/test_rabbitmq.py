@@ -302,3 +302,11 @@ def test_encoded_payload_is_sent_from_its_own_buffer(stream: str) -> None:
     (delivery,) = drain(queue, "g", "c", 1)
     assert bytes(delivery.frame.data.data) == bytes(encoded.payload)
     queue.close()
+
+
+def test_raw_pika_baseline_runs() -> None:
+    from frame_buffer.baselines import pika_raw
+
+    assert pika_raw.throughput(AMQP_URL, b"x" * 1000, 50, window=8) > 0
+    samples = pika_raw.latency(AMQP_URL, b"x" * 1000, rate=500, seconds=0.1)
+    assert len(samples) == 50 and all(sample >= 0 for sample in samples)
