@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,15 +55,17 @@ def make_queue(backend: str, stream_name: str) -> Iterator[QueueFactory]:
     """
     opened: list[FrameQueue] = []
     shared: dict[str, FrameQueue] = {}
+    lock = threading.Lock()  # tests call make() from several threads
 
     def make(codec: FrameCodec | None = None, **overrides: object) -> FrameQueue:
         settings = QueueSettings(stream=stream_name, **overrides)  # type: ignore[arg-type]
         if backend == "memory":
             # One process, one memory queue: later "connections" see the first one's state.
-            if "q" not in shared:
-                shared["q"] = open_queue("memory", settings=settings, codec=codec)
-            queue = shared["q"]
-            queue.settings = settings
+            with lock:
+                if "q" not in shared:
+                    shared["q"] = open_queue("memory", settings=settings, codec=codec)
+                queue = shared["q"]
+                queue.settings = settings
             return queue
         queue = open_queue(backend, redis_url=REDIS_URL, amqp_url=AMQP_URL, settings=settings, codec=codec)
         opened.append(queue)

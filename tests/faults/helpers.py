@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 
@@ -21,6 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 class ConsumerProcess:
     """``tests/faults/consumer_proc.py`` in its own process; ``delivered()`` reads what it handled."""
 
+    #: Every process started and not yet reaped: the autouse fixture in conftest.py kills what a failed test left.
+    started: ClassVar[list[ConsumerProcess]] = []
+
     def __init__(self, workdir: Path, url: str, name: str, *extra: str, stream: str = "frame_queue",
                  backend: str = "redis") -> None:
         self.out = workdir / f"consumer-{name}.log"
@@ -28,8 +31,17 @@ class ConsumerProcess:
         args = [sys.executable, "-m", "tests.faults.consumer_proc", "--backend", backend, "--url", url,
                 "--stream", stream, "--name", name, "--out", str(self.out), *extra]
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=REPO)
+        ConsumerProcess.started.append(self)
         assert self.process.stdout is not None
         assert self.process.stdout.readline().strip() == "ready"
+
+    @classmethod
+    def kill_leftovers(cls) -> None:
+        """SIGKILL every consumer process still running (after a test, whatever its outcome)."""
+        for consumer in cls.started:
+            if consumer.alive():
+                consumer.kill()
+        cls.started.clear()
 
     def delivered(self) -> list[tuple[str, int]]:
         """Every (camera, seq) the handler finished, in order, duplicates included."""

@@ -13,6 +13,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from frame_buffer import metrics
 from frame_buffer.codec import EncodedFrame, FrameCodec
 from frame_buffer.frame import Frame
 from frame_buffer.queue import BackpressureTimeout, Delivery, FrameQueue
@@ -193,6 +194,7 @@ def test_non_contiguous_arrays_and_encoded_bytes_and_lz4_round_trip(make_queue: 
 
 def test_undecodable_entries_are_dead_lettered_and_consumer_keeps_going(make_queue: QueueFactory) -> None:
     queue = make_queue(groups=("g",))
+    counted_before = metrics.REGISTRY.get_sample_value("frame_queue_dead_lettered_total", {"reason": "truncated"})
     good = queue.codec.encode(make_frames(1)[0])
     queue.publish_encoded([
         ("cam0", EncodedFrame(b"\xc1not msgpack", b"x")),
@@ -206,6 +208,8 @@ def test_undecodable_entries_are_dead_lettered_and_consumer_keeps_going(make_que
     assert letters[1].header == good.header and letters[1].group == "g"
     stats = queue.stats("g")
     assert (stats.pending, stats.dead_letters) == (0, 2)
+    counted = metrics.REGISTRY.get_sample_value("frame_queue_dead_lettered_total", {"reason": "truncated"})
+    assert (counted or 0) - (counted_before or 0) == 1
 
 
 def test_nack_redelivers_after_delay_then_dead_letters_at_the_limit(make_queue: QueueFactory) -> None:

@@ -31,6 +31,7 @@ from frame_buffer.codec import FrameCodec
 from frame_buffer.flow.backpressure import Admission
 from frame_buffer.flow.breaker import CircuitBreaker
 from frame_buffer.flow.buffer import AdaptiveBuffer, Item, MemoryBudget
+from frame_buffer.flow.connection import QueueConnection
 from frame_buffer.flow.spool import Spool
 from frame_buffer.frame import Frame
 from frame_buffer.queue import BackendUnavailable, BackpressureTimeout, FrameQueue
@@ -74,7 +75,7 @@ class Producer:
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch: must be at least 1, got {batch}")
-        self._open_queue = open_queue
+        self._connection = QueueConnection(open_queue)
         self.block_timeout_s = block_timeout_s
         self.batch = batch
         self.breaker = breaker or CircuitBreaker("publish")
@@ -89,7 +90,6 @@ class Producer:
                                    spill=self._spill_if_open)
         self._inflight: list[tuple[Item, int]] = []
         self._inflight_from_spool = False
-        self._queue: FrameQueue | None = None
         self.submitted = 0
         self.published = 0
         self.replayed = 0  # published from the spool
@@ -151,8 +151,8 @@ class Producer:
                 self._inflight = []
                 self.budget.release(self.budget.used)
             self._update_gauges()
-        if self._queue is not None and not self._thread.is_alive():
-            self._close_queue()
+        if self._connection.is_open and not self._thread.is_alive():
+            self._connection.drop()
 
     @property
     def degraded(self) -> bool:
@@ -200,7 +200,7 @@ class Producer:
     def _probe(self) -> None:
         """Open the queue at start, so an unreachable backend shows as degraded before the first frame."""
         try:
-            self._ensure_queue()
+            self._connection.get()
         except Exception as exc:  # whatever opening fails with, the spool takes over
             self._failed(exc)
 
@@ -226,7 +226,7 @@ class Producer:
             from_spool = self._inflight_from_spool
         started = time.monotonic()
         try:
-            queue = self._ensure_queue()
+            queue = self._connection.get()
             queue.publish_encoded([item for item, _ in batch])
         except BackpressureTimeout:
             # The backend is up and says "wait": not a breaker failure. Keep the batch and try again.
@@ -284,17 +284,4 @@ class Producer:
         if not isinstance(exc, BackendUnavailable):
             log.error("publish failed with an unexpected error, treated as an outage: %r", exc)
         self.breaker.record_failure(exc)
-        self._close_queue()
-
-    def _ensure_queue(self) -> FrameQueue:
-        if self._queue is None:
-            self._queue = self._open_queue()
-        return self._queue
-
-    def _close_queue(self) -> None:
-        queue, self._queue = self._queue, None
-        if queue is not None:
-            try:
-                queue.close()
-            except Exception as exc:  # closing a broken connection may fail too
-                log.debug("closing the queue failed: %r", exc)
+        self._connection.drop()

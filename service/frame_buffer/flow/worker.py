@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from frame_buffer import metrics
 from frame_buffer.flow.breaker import CircuitBreaker
+from frame_buffer.flow.connection import QueueConnection
 from frame_buffer.flow.retry import RetryPolicy
 from frame_buffer.frame import Frame
 from frame_buffer.queue import BackendUnavailable, Delivery, FrameQueue
@@ -46,7 +47,7 @@ class Worker:
         block_ms: int = 500,
         breaker: CircuitBreaker | None = None,
     ) -> None:
-        self._open_queue = open_queue
+        self._connection = QueueConnection(open_queue)
         self.group = group
         self.consumer = consumer
         self.handler = handler
@@ -54,7 +55,6 @@ class Worker:
         self.batch = batch
         self.block_ms = block_ms
         self.breaker = breaker or CircuitBreaker(f"worker {consumer}", export_metrics=False)
-        self._queue: FrameQueue | None = None
         self.consumed = 0
         self.acked = 0
         self.redelivered = 0
@@ -77,18 +77,18 @@ class Worker:
                     stop.wait(max(self.breaker.remaining_cooldown(), 0.001))
                     continue
                 try:
-                    queue = self._ensure_queue()
+                    queue = self._connection.get()
                     deliveries = queue.consume(self.group, self.consumer, count=self.batch, block_ms=self.block_ms)
                     self._handle(queue, deliveries)
                 except BackendUnavailable as exc:
                     # Unacked deliveries stay pending; this consumer name takes them back on reconnect.
                     log.warning("worker %s: backend unavailable: %s", self.consumer, exc)
                     self.breaker.record_failure(exc)
-                    self._close_queue()
+                    self._connection.drop()
                     continue
                 self.breaker.record_success()
         finally:
-            self._close_queue()
+            self._connection.drop()
 
     def _handle(self, queue: FrameQueue, deliveries: list[Delivery]) -> None:
         done: list[Delivery] = []
@@ -127,16 +127,3 @@ class Worker:
         log.info("worker %s: frame %s failed (attempt %d), retry in %.3fs: %s",
                  self.consumer, delivery.id, delivery.attempts, delay, error)
         queue.nack(delivery, delay)
-
-    def _ensure_queue(self) -> FrameQueue:
-        if self._queue is None:
-            self._queue = self._open_queue()
-        return self._queue
-
-    def _close_queue(self) -> None:
-        queue, self._queue = self._queue, None
-        if queue is not None:
-            try:
-                queue.close()
-            except Exception as exc:  # closing a broken connection may fail too
-                log.debug("closing the queue failed: %r", exc)

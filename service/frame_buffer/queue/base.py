@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
+from frame_buffer import metrics
 from frame_buffer.codec import CodecError, EncodedFrame, FrameCodec
 from frame_buffer.frame import Frame
 
@@ -203,11 +204,13 @@ class FrameQueue(ABC):
                     group, entry, "delivery_limit",
                     f"delivered {entry.attempts} times, limit {self.settings.max_deliveries}",
                 )
+                metrics.dead_lettered.labels(reason="delivery_limit").inc()
                 continue
             try:
                 frame = self.codec.decode(entry.header, entry.payload)
             except CodecError as exc:
                 self._dead_letter(group, entry, exc.reason, str(exc))
+                metrics.dead_lettered.labels(reason=exc.reason).inc()
                 continue
             deliveries.append(Delivery(entry.id, frame, entry.attempts, group, consumer, entry))
         return deliveries
