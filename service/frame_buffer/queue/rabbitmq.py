@@ -6,9 +6,11 @@ Topology for ``settings.stream = S`` (docs/backend-comparison.md has the why of 
   (fanout) feeds the queue ``S:unrouted``, which holds frames published while no group queue is bound.
   The first group created takes them over, as a Redis group created at id 0 takes the stream's entries.
 * group ``G`` is the queue ``S.G`` bound with ``frames.#``: a quorum queue by default (classic by option),
-  ``x-max-length = max_lag`` with ``x-overflow = reject-publish`` (a full queue nacks the publish: backpressure,
-  never a drop), dead-lettering to ``S:dlq`` and, on quorum queues, ``x-delivery-limit = max_deliveries + 1``
-  as a backstop only: :meth:`FrameQueue.consume` dead-letters at ``max_deliveries`` itself, with the reason.
+  ``x-max-length = max_lag + confirm_window`` with ``x-overflow = reject-publish`` (a full queue nacks the
+  publish: backpressure, never a drop; publish itself holds the backlog to ``max_lag``, the broker's limit
+  is the backstop for producers that do not know a group), dead-lettering to ``S:dlq`` and, on quorum
+  queues, ``x-delivery-limit = max_deliveries + 1`` as a backstop only: :meth:`FrameQueue.consume`
+  dead-letters past ``max_deliveries`` itself, with the reason.
 * ``S.G.retry.<ms>``: delay queues for :meth:`nack` with a delay (message TTL, dead-lettered back to ``S.G``).
 * ``S:dlq``: a classic durable queue, listed by ``basic.get`` without ack and requeued (classic queues put
   requeued messages back in place, so the listing order is stable).
@@ -133,6 +135,7 @@ class RabbitMQQueue(FrameQueue):
         prefetch: deliveries a consumer holds unacked at most (at least the ``count`` it asks for); capped at
             a quarter of ``max_lag`` so that consumers' holdings leave room in the backlog bound.
         confirm_window: published messages awaiting their confirm at most.
+        confirm_timeout_s: how long a publish waits for the broker's confirms before it reports an outage.
         poll_s: how often publish re-checks the backlog while it waits under backpressure.
         heartbeat_s: AMQP heartbeat; a silent peer is declared dead after two.
         backoff_s: first and longest wait between reconnection attempts after a failed one.
@@ -149,6 +152,7 @@ class RabbitMQQueue(FrameQueue):
         queue_type: QueueType = "quorum",
         prefetch: int = 64,
         confirm_window: int = 256,
+        confirm_timeout_s: float = 10.0,
         poll_s: float = 0.01,
         heartbeat_s: int = 60,
         backoff_s: tuple[float, float] = (0.1, 5.0),
@@ -165,6 +169,7 @@ class RabbitMQQueue(FrameQueue):
         self.queue_type: QueueType = queue_type
         self.prefetch = max(1, min(prefetch, self.settings.max_lag // 4))
         self.confirm_window = confirm_window
+        self.confirm_timeout_s = confirm_timeout_s
         self.poll_s = poll_s
         self.backoff_s = backoff_s
         stream = self.settings.stream
@@ -270,9 +275,14 @@ class RabbitMQQueue(FrameQueue):
                 channel.close()
 
     # -- topology ---------------------------------------------------------------------------------------
-    def _queue_args(self, dead_letter_to: str | None, max_length: int) -> dict[str, Any]:
+    def _queue_args(self, dead_letter_to: str | None) -> dict[str, Any]:
+        # The broker's limit is a backstop above max_lag, which publish itself holds to: a quorum queue that
+        # reaches its limit nacks publishes until it is back under 80 % of it, so a limit at max_lag would
+        # nack batches the producer had room for, and a batch half confirmed and half nacked is one that
+        # publish can neither report as written nor as not written.
         args: dict[str, Any] = {
-            "x-queue-type": self.queue_type, "x-max-length": max_length, "x-overflow": "reject-publish",
+            "x-queue-type": self.queue_type, "x-max-length": self.settings.max_lag + self.confirm_window,
+            "x-overflow": "reject-publish",
         }
         if dead_letter_to is not None:
             args["x-dead-letter-exchange"] = ""
@@ -285,7 +295,7 @@ class RabbitMQQueue(FrameQueue):
         # Queues are looked up before they are declared (_declare), so that a max_lag other than the one
         # they were created with is not refused; self._admin is reopened after a lookup that found nothing.
         self._admin.exchange_declare(self._unrouted, "fanout", durable=True)
-        self._declare(self._unrouted, self._queue_args(None, self.settings.max_lag))
+        self._declare(self._unrouted, self._queue_args(None))
         self._admin.queue_bind(self._unrouted, self._unrouted)
         self._admin.queue_declare(self._dlq, durable=True, arguments={"x-queue-type": "classic"})
         self._admin.exchange_declare(self._exchange, "topic", durable=True,
@@ -325,7 +335,7 @@ class RabbitMQQueue(FrameQueue):
 
     def _declare_group(self, group: str) -> None:
         name = f"{self._exchange}.{group}"
-        args = self._queue_args(self._dlq, self.settings.max_lag)
+        args = self._queue_args(self._dlq)
         if self.queue_type == "quorum":
             args["x-delivery-limit"] = self.settings.max_deliveries + 1
         created = self._declare(name, args)
@@ -410,14 +420,18 @@ class RabbitMQQueue(FrameQueue):
 
     def _publish_all(self, messages: list[tuple[str, str, Any, Any]], deadline: float) -> None:
         """Publish with up to ``confirm_window`` unconfirmed; republish what the broker nacks (a full queue)
-        until ``deadline``. Raises :class:`QueueError` for a message no queue would take."""
+        until ``deadline``. Raises :class:`QueueError` for a message no queue would take.
+
+        Waiting for confirms is part of the write, not backpressure: it is bounded by ``confirm_timeout_s``
+        and its expiry is an outage (:class:`BackendUnavailable`: the frames may or may not be stored).
+        """
         todo = list(range(len(messages)))
-        why = f"rabbitmq at {self.address} did not confirm"
         while True:
             impl = self._publisher()._impl
             self._nacked, self._returned = [], set()
+            confirm_deadline = time.monotonic() + self.confirm_timeout_s
             for slot in todo:
-                self._await_confirms(deadline, self.confirm_window - 1, why)
+                self._await_confirms(confirm_deadline, self.confirm_window - 1)
                 exchange, routing_key, body, props = messages[slot]
                 self._published += 1
                 self._unconfirmed[self._published] = slot
@@ -427,17 +441,16 @@ class RabbitMQQueue(FrameQueue):
                 impl._send_method(spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True),
                                   (props, body))
                 self._pump(0)
-            self._await_confirms(deadline, 0, why)
+            self._await_confirms(confirm_deadline, 0)
             returned = sorted(self._returned & {messages[slot][3].message_id for slot in todo})
             if returned:
                 raise QueueError(f"rabbitmq at {self.address}: no queue is bound for {returned}")
             if not self._nacked:
                 return
             todo = sorted(self._nacked)
-            why = f"a queue of {self._exchange!r} is full (x-max-length, reject-publish)"
-            self._wait_or_timeout(deadline, why)
+            self._wait_or_timeout(deadline, f"a queue of {self._exchange!r} is full (x-max-length, reject-publish)")
 
-    def _await_confirms(self, deadline: float, at_most: int, why: str) -> None:
+    def _await_confirms(self, deadline: float, at_most: int) -> None:
         while len(self._unconfirmed) > at_most:
             if self._pub_error is not None:
                 raise self._pub_error  # e.g. the exchange was deleted: NOT_FOUND closed the channel
@@ -448,7 +461,8 @@ class RabbitMQQueue(FrameQueue):
                 # connection's close closes it, and its unconfirmed messages are the caller's to publish again.
                 self._pub = None
                 self._unconfirmed.clear()
-                raise BackpressureTimeout(f"publish waited {self.settings.publish_timeout_s}s: {why}")
+                raise BackendUnavailable(
+                    f"rabbitmq at {self.address} unavailable: no publisher confirm within {self.confirm_timeout_s}s")
             self._pump(remaining)
 
     def _wait_or_timeout(self, deadline: float, why: str) -> None:
@@ -600,7 +614,7 @@ class RabbitMQQueue(FrameQueue):
                 step = delay_step_ms(delay_s)
                 target = f"{group_queue}.retry.{step}"
                 if target not in self._delay_queues:
-                    args = self._queue_args(group_queue, self.settings.max_lag)
+                    args = self._queue_args(group_queue)
                     args["x-message-ttl"] = step
                     self._declare(target, args)
                     self._delay_queues.add(target)
