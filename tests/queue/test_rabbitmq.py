@@ -309,3 +309,13 @@ def test_raw_pika_baseline_runs() -> None:
     assert pika_raw.throughput(AMQP_URL, b"x" * 1000, 50, window=8) > 0
     samples = pika_raw.latency(AMQP_URL, b"x" * 1000, rate=500, seconds=0.1)
     assert len(samples) == 50 and all(sample >= 0 for sample in samples)
+
+
+def test_large_batches_are_flushed_as_they_go(stream: str) -> None:
+    queue = open_rabbitmq(stream, groups=("g",))
+    frames = make_frames(24, shape=(240, 320, 3))  # 225 KiB each: the output is flushed every few frames
+    queue.publish_many(frames)
+    got = drain(queue, "g", "c", 24)
+    assert [d.frame.seq for d in got] == list(range(24))
+    assert bytes(got[-1].frame.data.data) == frames[-1].data.tobytes()  # type: ignore[union-attr]
+    queue.close()

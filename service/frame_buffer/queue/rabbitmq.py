@@ -65,6 +65,7 @@ ATTEMPTS = "x-fb-attempts"
 DELAY_STEPS_MS = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 30_000, 60_000, 300_000, 900_000, 3_600_000)
 _NOT_FOUND = 404
 _RECV_BYTES = 256 * 1024
+_FLUSH_BYTES = 1024 * 1024
 _instance_ids = itertools.count(1)
 #: (broker, stream, group, consumer name) -> the instance of this process consuming under that name.
 _consumers: dict[tuple[str, str, str, str], weakref.ref[RabbitMQQueue]] = {}
@@ -440,7 +441,8 @@ class RabbitMQQueue(FrameQueue):
                 impl._raise_if_not_open()
                 impl._send_method(spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True),
                                   (props, body))
-                self._pump(0)
+                if self._conn._impl._get_write_buffer_size() >= _FLUSH_BYTES:  # one write per MiB, not per frame
+                    self._pump(0)
             self._await_confirms(confirm_deadline, 0)
             returned = sorted(self._returned & {messages[slot][3].message_id for slot in todo})
             if returned:
