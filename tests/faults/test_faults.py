@@ -118,23 +118,23 @@ class Broker(Protocol):
     def stop(self) -> None: ...
 
 
-RABBITMQ_RESTART = pytest.param("rabbitmq", marks=pytest.mark.skip(
-    reason="after SIGKILL and restart of a one-node RabbitMQ the group's quorum queue stays without a leader "
-           "('leader not known' in the node log) and publishes are never confirmed: a backend issue to fix first"))
-
-
-@pytest.fixture(params=["redis", RABBITMQ_RESTART])
+@pytest.fixture(params=["redis", "rabbitmq"])
 def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Broker]]:
     """Redis (AOF appendfsync always) or a RabbitMQ node of this test's own, on free ports."""
     server: Broker
     if request.param == "redis":
         server = RedisServer(tmp_path / "redis")
+        server.start()
     else:
-        node = getattr(servers, "RabbitMQNode", None)
-        if node is None or not Path(node.SERVER).exists():
-            pytest.skip("no RabbitMQ node helper or rabbitmq-server here")
-        server = node(tmp_path / "rabbitmq")
-    server.start()
+        node = servers.RabbitMQNode(tmp_path / "rabbitmq")
+        node.start()
+        # As after a deployment: the group's quorum queue is declared and the node has been restarted since.
+        # A quorum queue declared seconds before a SIGKILL is not recovered: Ra had not yet made its
+        # registration durable, and the queue stays "leader not known" after the restart.
+        open_on("rabbitmq", node.url)().close()
+        node.stop()
+        node.start()
+        server = node
     yield request.param, server
     server.stop()
 
