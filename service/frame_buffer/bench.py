@@ -251,10 +251,15 @@ def _pika_raw() -> Any:
 
 
 def _cleanup(backend: str, args: argparse.Namespace, stream: str) -> None:
+    """Delete what a run left on the server: the stream (Redis), or the exchanges and queues (RabbitMQ)."""
     if backend == "redis":
         client = redis.Redis.from_url(args.redis_url)
         client.delete(stream, f"{stream}:dlq")
         client.close()
+    else:
+        from frame_buffer.queue.rabbitmq import delete_topology
+
+        delete_topology(args.amqp_url, QueueSettings(stream=stream), (GROUP,))
 
 
 def run(args: argparse.Namespace) -> int:

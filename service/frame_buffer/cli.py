@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 
+from frame_buffer import logs
 from frame_buffer.config import ConfigError, Settings
 from frame_buffer.queue import BackendUnavailable, FrameQueue, open_queue
 
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``frame-buffer``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     try:
         return int(args.func(args))
     except ConfigError as exc:

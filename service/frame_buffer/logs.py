@@ -33,3 +33,5 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # pika logs every connection step at INFO; its failures reach us as exceptions, logged with the address.
+    logging.getLogger("pika").setLevel(logging.WARNING)

@@ -114,6 +114,7 @@ def test_consumer_restarting_under_its_name_takes_back_its_pending_frames(make_q
     queue.publish_many(make_frames(5))
     first = queue.consume("g", "worker-1", count=5, block_ms=1000)
     assert len(first) == 5
+    queue.close()  # the first process is gone (its connection with it)
     restarted = make_queue(groups=("g",), claim_min_idle_ms=60_000)
     if hasattr(restarted, "_recovered"):
         restarted._recovered.clear()  # the memory backend is one instance: forget, as a new process would

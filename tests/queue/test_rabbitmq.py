@@ -188,21 +188,29 @@ def test_a_full_queue_nacks_the_publish_and_publish_waits(stream: str) -> None:
     # On a quorum queue the limit is soft (what is in flight when it is reached may still get in); later
     # publishes are nacked, and publish retries them until consumers make room or publish_timeout_s.
     producer = open_rabbitmq(stream, groups=("g",), max_lag=1000, publish_timeout_s=0.5)
-    with pytest.raises(BackpressureTimeout, match="x-max-length"):
+    whole_batches = 0
+    with pytest.raises(BackpressureTimeout, match="x-max-length") as refused:
         for _ in range(10):
             producer.publish_many(make_frames(10))
+            whole_batches += 1
+    # The refused batch was confirmed in part: those frames are stored and must not be published again.
+    stored = 10 * whole_batches + len(refused.value.written)
+    assert stored >= 5 and len(refused.value.written) < 10
     patient = open_rabbitmq(stream, groups=("g",), max_lag=1000, publish_timeout_s=30)
     frames = [Frame("patient", seq, frame.data) for seq, frame in enumerate(make_frames(10))]
     thread = threading.Thread(target=patient.publish_many, args=(frames,))
     thread.start()
     consumer = open_rabbitmq(stream, groups=("g",))
     seqs: list[int] = []
+    earlier = 0
     while len(seqs) < 10:
         batch = consumer.consume("g", "c", count=50, block_ms=100)
         consumer.ack(batch)
         seqs += [d.frame.seq for d in batch if d.frame.camera == "patient"]
+        earlier += sum(d.frame.camera != "patient" for d in batch)
     thread.join()
     assert sorted(seqs) == list(range(10))
+    assert earlier == stored, "what the refused publish reported as written is what the queue held"
     for queue in (producer, patient, consumer):
         queue.close()
 
@@ -319,3 +327,18 @@ def test_large_batches_are_flushed_as_they_go(stream: str) -> None:
     assert [d.frame.seq for d in got] == list(range(24))
     assert bytes(got[-1].frame.data.data) == frames[-1].data.tobytes()  # type: ignore[union-attr]
     queue.close()
+
+
+def test_a_second_instance_under_the_same_consumer_name_takes_over_the_unacked_frames(stream: str) -> None:
+    # AMQP ties unacked deliveries to a channel, not to a name: an instance that starts consuming under a name
+    # another instance of this process still holds closes that one's subscription, so the broker requeues.
+    first = open_rabbitmq(stream, groups=("g",))
+    first.publish_many(make_frames(5))
+    held = first.consume("g", "worker-1", count=5, block_ms=1000)
+    assert len(held) == 5
+    second = open_rabbitmq(stream, groups=("g",))
+    again = drain(second, "g", "worker-1", 5)
+    assert sorted(d.frame.seq for d in again) == [d.frame.seq for d in held]
+    assert all(d.attempts == 2 for d in again)
+    first.close()
+    second.close()

@@ -228,10 +228,15 @@ class Producer:
         try:
             queue = self._connection.get()
             queue.publish_encoded([item for item, _ in batch])
-        except BackpressureTimeout:
-            # The backend is up and says "wait": not a breaker failure. Keep the batch and try again.
+        except BackpressureTimeout as exc:
+            # The backend is up and says "wait": not a breaker failure. Keep what was not written and try again.
             self.backpressure_waits += 1
             self.breaker.record_success()
+            if exc.written:
+                written = set(exc.written)
+                self._published_batch([entry for i, entry in enumerate(batch) if i in written], from_spool, None)
+                with self._cond:
+                    self._inflight = [entry for i, entry in enumerate(batch) if i not in written]
             return True
         except Exception as exc:  # BackendUnavailable, or anything a broken client raises
             self._failed(exc)
@@ -240,21 +245,27 @@ class Producer:
                 self._inflight = []
                 self._update_gauges()
             return True
-        elapsed = time.monotonic() - started
         self.breaker.record_success()
-        metrics.publish_duration.observe(elapsed)
+        self._published_batch(batch, from_spool, time.monotonic() - started)
+        with self._cond:
+            self._inflight = []
+        return True
+
+    def _published_batch(self, batch: list[tuple[Item, int]], from_spool: bool, elapsed: float | None) -> None:
+        """Account for frames the backend stored: counters, metrics, and their bytes back to the budget."""
+        if elapsed is not None:
+            metrics.publish_duration.observe(elapsed)
         for camera, _ in (item for item, _ in batch):
             metrics.published.labels(camera=camera).inc()
         with self._cond:
-            self.buffer.record_drain(len(batch), elapsed)
+            if elapsed is not None:
+                self.buffer.record_drain(len(batch), elapsed)
             self.budget.release(sum(cost for _, cost in batch))
             self.published += len(batch)
             if from_spool:
                 self.replayed += len(batch)
-            self._inflight = []
             self._update_gauges()
             self._cond.notify_all()
-        return True
 
     def _spill_if_open(self) -> bool:
         """Buffer full while the breaker is open: move it to the spool now (the caller holds the lock).

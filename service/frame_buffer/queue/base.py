@@ -40,8 +40,15 @@ class BackendUnavailable(QueueError):
 class BackpressureTimeout(QueueError):
     """``publish`` waited ``publish_timeout_s`` for consumers (or server memory) and gave up.
 
-    Nothing was written: the caller still owns the frames and decides what to do (spool, retry, drop).
+    ``written`` lists the positions in the batch of entries that were stored all the same (RabbitMQ confirms
+    each message on its own; Redis and memory write a batch atomically, so for them it is always empty). The
+    caller still owns the other frames and decides what to do (spool, retry, drop); it must not publish the
+    written ones again.
     """
+
+    def __init__(self, message: str, written: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.written = written
 
 
 @dataclass(frozen=True, slots=True)

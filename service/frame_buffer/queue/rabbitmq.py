@@ -450,7 +450,10 @@ class RabbitMQQueue(FrameQueue):
             if not self._nacked:
                 return
             todo = sorted(self._nacked)
-            self._wait_or_timeout(deadline, f"a queue of {self._exchange!r} is full (x-max-length, reject-publish)")
+            # Confirmed messages are stored: a timeout names them, so the caller does not publish them again.
+            written = tuple(sorted(set(range(len(messages))) - set(todo)))
+            self._wait_or_timeout(
+                deadline, f"a queue of {self._exchange!r} is full (x-max-length, reject-publish)", written)
 
     def _await_confirms(self, deadline: float, at_most: int) -> None:
         while len(self._unconfirmed) > at_most:
@@ -467,9 +470,9 @@ class RabbitMQQueue(FrameQueue):
                     f"rabbitmq at {self.address} unavailable: no publisher confirm within {self.confirm_timeout_s}s")
             self._pump(remaining)
 
-    def _wait_or_timeout(self, deadline: float, why: str) -> None:
+    def _wait_or_timeout(self, deadline: float, why: str, written: tuple[int, ...] = ()) -> None:
         if time.monotonic() >= deadline:
-            raise BackpressureTimeout(f"publish waited {self.settings.publish_timeout_s}s: {why}")
+            raise BackpressureTimeout(f"publish waited {self.settings.publish_timeout_s}s: {why}", written)
         self._pump(self.poll_s)
 
     def _await_capacity(self, incoming: int, deadline: float) -> None:

@@ -194,10 +194,10 @@ class RedisStreamsQueue(FrameQueue):
             last = _parse_id(_id_to_str(group["last-delivered-id"]))
             # The entry after last-delivered is the first one the group has not seen.
             needed.append((last[0], last[1] + 1))
-            if int(group["pending"]):
-                summary = self.client.xpending(self._stream, group["name"])
-                if summary["min"] is not None:  # None: acked since XINFO answered
-                    needed.append(_parse_id(_id_to_str(summary["min"])))
+            # Asked even when XINFO said nothing is pending: entries may have been acked or delivered since.
+            summary = self.client.xpending(self._stream, group["name"])
+            if summary["min"] is not None:
+                needed.append(_parse_id(_id_to_str(summary["min"])))
         ms, seq = min(needed)
         return f"{ms}-{seq}"
 
