@@ -226,7 +226,8 @@ def _measure(backend: str, size: str, args: argparse.Namespace) -> Row:
     # Alternate ours and the baseline and keep the best of each: the machine's noise hits both alike.
     for attempt in range(args.repeat):
         ours = min(ours, backend_throughput(open_q, frame, count, args.batch))
-        _cleanup(backend, args, stream)
+        if backend == "redis":  # acked entries stay in the stream until trimmed; RabbitMQ queues are empty
+            _cleanup(backend, args, stream)
         run_stream = f"{stream}_raw{attempt}"
         if backend == "redis":
             base = min(base, redis_raw_throughput(args.redis_url, run_stream, payload, count, args.batch))
@@ -234,11 +235,11 @@ def _measure(backend: str, size: str, args: argparse.Namespace) -> Row:
             base = min(base, _pika_raw().throughput(args.amqp_url, bytes(payload), count))
     if size == "100KB":
         ours_lat = backend_latency(open_q, frame, args.rate, args.latency_seconds)
-        _cleanup(backend, args, stream)
         if backend == "redis":
             base_lat = redis_raw_latency(args.redis_url, f"{stream}_rawlat", payload, args.rate, args.latency_seconds)
         else:
             base_lat = _pika_raw().latency(args.amqp_url, bytes(payload), args.rate, args.latency_seconds)
+    _cleanup(backend, args, stream)
     mine, theirs = percentiles_ms(ours_lat), percentiles_ms(base_lat)
     return Row(size, backend, round(count / ours, 1), round(count * frame.nbytes / ours / 1e6, 1),
                round(count / base, 1), round(base / ours, 2), mine["p50"], mine["p99"], theirs["p50"],

@@ -33,5 +33,6 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # pika logs every connection step at INFO; its failures reach us as exceptions, logged with the address.
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    # pika logs every connection step, and a delete of a missing queue as a warning; its failures reach us as
+    # exceptions, which we log with the broker's address.
+    logging.getLogger("pika").setLevel(logging.ERROR)
