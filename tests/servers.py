@@ -37,6 +37,15 @@ def wait_until(predicate: object, timeout: float, what: str, interval: float = 0
         time.sleep(interval)
 
 
+def write_malformed_entries(port: int, count: int, stream: str = "frame_queue") -> None:
+    """XADD ``count`` entries no consumer can decode, straight from redis-cli, cycling through four kinds:
+    no header (``missing_header``), no payload (``missing_payload``), a header that is not msgpack
+    (``bad_header``), and neither field (``missing_header``)."""
+    kinds = ("p junk{i}", "h junk{i}", "h junk{i} p junk", "something else{i}")
+    commands = "".join(f"XADD {stream} * {kinds[i % 4].format(i=i)}\n" for i in range(count))
+    subprocess.run(["redis-cli", "-p", str(port)], input=commands, text=True, check=True, capture_output=True)
+
+
 class RedisServer:
     """A redis-server of our own, in ``workdir``, with AOF ``appendfsync always`` unless told otherwise."""
 

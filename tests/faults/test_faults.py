@@ -8,7 +8,6 @@ the arithmetic: with no drop policy in play, every published frame is delivered 
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from frame_buffer.queue.redis_streams import RedisStreamsQueue
 from tests import servers
 from tests.faults.helpers import ConsumerProcess, all_dead_letters, redis_info, rss_mib, tally
 from tests.frames import pattern
-from tests.servers import RedisServer, free_port, wait_until
+from tests.servers import RedisServer, free_port, wait_until, write_malformed_entries
 
 pytestmark = pytest.mark.slow
 
@@ -329,19 +328,7 @@ def test_7_burst_of_malformed_entries_from_redis_cli(redis_server: RedisServer, 
     for i in range(100):
         producer.submit(frame(i))
     assert producer.flush(30)
-    commands = []
-    for i in range(1000):
-        kind = i % 4
-        if kind == 0:
-            commands.append(f"XADD frame_queue * p junk{i}")  # no header
-        elif kind == 1:
-            commands.append(f"XADD frame_queue * h junk{i}")  # no payload
-        elif kind == 2:
-            commands.append(f"XADD frame_queue * h junk{i} p junk")  # header is not msgpack
-        else:
-            commands.append(f"XADD frame_queue * something else{i}")  # neither
-    subprocess.run(["redis-cli", "-p", str(redis_server.port)], input="\n".join(commands) + "\n",
-                   text=True, check=True, capture_output=True)
+    write_malformed_entries(redis_server.port, 1000)
     for i in range(100, 200):
         producer.submit(frame(i))
     assert producer.flush(30)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from frame_buffer.frame import Frame
 from frame_buffer.queue import BackendUnavailable, BackpressureTimeout, QueueSettings
 from frame_buffer.queue.redis_streams import RedisStreamsQueue
 from tests.frames import make_frames, pattern
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer, free_port, write_malformed_entries
 
 
 def queue_on(server: RedisServer, **settings: object) -> RedisStreamsQueue:
@@ -157,19 +156,7 @@ def test_trim_keeps_what_a_group_still_needs(redis_server: RedisServer) -> None:
 
 def test_burst_of_malformed_entries_written_with_redis_cli(redis_server: RedisServer) -> None:
     queue = queue_on(redis_server, groups=("g",))
-    commands = []
-    for i in range(1000):
-        kind = i % 4
-        if kind == 0:
-            commands.append(f"XADD frame_queue * p junk{i}")  # no header
-        elif kind == 1:
-            commands.append(f"XADD frame_queue * h junk{i}")  # no payload, header not msgpack
-        elif kind == 2:
-            commands.append(f"XADD frame_queue * h junk{i} p junk")  # bad header
-        else:
-            commands.append(f"XADD frame_queue * something else{i}")
-    subprocess.run(["redis-cli", "-p", str(redis_server.port)], input="\n".join(commands) + "\n",
-                   text=True, check=True, capture_output=True)
+    write_malformed_entries(redis_server.port, 1000)
     queue.publish(make_frames(1)[0])
     delivered = []
     deadline = time.monotonic() + 60
