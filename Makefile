@@ -9,7 +9,8 @@ setup:
 services: setup
 	bash scripts/services.sh
 
-demo: setup
+demo:
+	bash scripts/setup.sh
 	.venv/bin/frame-buffer demo
 
 test:

@@ -35,8 +35,16 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 extras="dev,video,report"
 (( deploy )) && extras+=",deploy"
-stamp=".venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)-${extras//,/-}"
-if [[ ! -f "$stamp" ]]; then
+hash=$(sha1sum pyproject.toml | cut -c1-12)
+stamp=".venv/.installed-$hash-${extras//,/-}"
+installed=""
+for existing in .venv/.installed-"$hash"-*; do  # an install with more extras covers this one
+  [[ -f "$existing" ]] || continue
+  covered=1
+  for extra in ${extras//,/ }; do [[ "$existing" == *"-$extra"* ]] || covered=0; done
+  (( covered )) && installed=$existing
+done
+if [[ -z "$installed" ]]; then
   echo "setup: installing the project into .venv ($extras)"
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e ".[${extras}]"
