@@ -101,9 +101,8 @@ class RedisStreamsQueue(FrameQueue):
         # that lets publish skip the XINFO round trip while far from the limit.
         self._backlog_estimate = 0
         self._last_trim = 0.0
-        if self.settings.groups:
-            for group in self.settings.groups:
-                self.ensure_group(group)
+        for group in self.settings.groups:
+            self.ensure_group(group)
 
     # -- plumbing ---------------------------------------------------------------------------------------
     def _call(self, fn: Callable[[], T]) -> T:
@@ -157,9 +156,13 @@ class RedisStreamsQueue(FrameQueue):
             raise BackpressureTimeout(f"publish waited {self.settings.publish_timeout_s}s: {why}")
         time.sleep(self.poll_s)
 
+    def _groups(self) -> list[dict[str, Any]]:
+        """XINFO GROUPS of the stream; none while the stream does not exist (XINFO would fail)."""
+        return list(self.client.xinfo_groups(self._stream)) if self.client.exists(self._stream) else []
+
     def _slowest_backlog(self) -> int:
         """The largest lag + pending over all groups; the stream length when there is no group yet."""
-        groups = self.client.xinfo_groups(self._stream) if self.client.exists(self._stream) else []
+        groups = self._groups()
         if not groups:
             return int(self.client.xlen(self._stream))
         length = None
@@ -184,11 +187,9 @@ class RedisStreamsQueue(FrameQueue):
             pass  # trimming is housekeeping; the publish path reports the outage itself
 
     def _oldest_needed_id(self) -> str | None:
-        if not self.client.exists(self._stream):
-            return None
-        groups = self.client.xinfo_groups(self._stream)
+        groups = self._groups()
         if not groups:
-            return None  # frames are kept for the first group to come
+            return None  # no stream, or frames are kept for the first group to come
         needed: list[tuple[int, int]] = []
         for group in groups:
             last = _parse_id(_id_to_str(group["last-delivered-id"]))
