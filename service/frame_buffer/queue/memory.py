@@ -66,12 +66,11 @@ class MemoryQueue(FrameQueue):
         """Append copies of the entries once every group has room for them."""
         deadline = time.monotonic() + self.settings.publish_timeout_s
         with self._cond:
-            while self._slowest_backlog() and self._slowest_backlog() + len(entries) > self.settings.max_lag:
+            while (backlog := self._slowest_backlog()) and backlog + len(entries) > self.settings.max_lag:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise BackpressureTimeout(
-                        f"publish waited {self.settings.publish_timeout_s}s: a consumer group lags "
-                        f"{self._slowest_backlog()} entries"
+                        f"publish waited {self.settings.publish_timeout_s}s: a consumer group lags {backlog} entries"
                     )
                 self._cond.wait(remaining)
             ids = []
