@@ -78,8 +78,8 @@ class Service:
         self.backend_reachable = False
         self.producer: Producer | None = None
         self.workers: list[Worker] = []
-        self.threads: list[threading.Thread] = []
         self.source_threads: list[threading.Thread] = []
+        self.worker_threads: list[threading.Thread] = []
         self.http = ThreadingHTTPServer((settings.http_host, settings.http_port), _handler_for(self))
         self.shared: FrameQueue | None = queue_from(settings) if settings.backend == "memory" else None
 
@@ -113,7 +113,9 @@ class Service:
             worker = Worker(self.open_queue, settings.group, f"{settings.consumer_prefix}-{index}", self.handler,
                             retry=retry)
             self.workers.append(worker)
-            self._spawn(lambda w=worker: w.run(self.workers_stop), f"worker-{index}")  # type: ignore[misc]
+            self.worker_threads.append(
+                self._spawn(lambda w=worker: w.run(self.workers_stop), f"worker-{index}")  # type: ignore[misc]
+            )
         if self.specs:
             self.producer = Producer(self.open_queue, policy=settings.policy,
                                      budget_bytes=settings.buffer_budget_bytes,
@@ -127,7 +129,6 @@ class Service:
     def _spawn(self, target: Callable[[], object], name: str) -> threading.Thread:
         thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
-        self.threads.append(thread)
         return thread
 
     def _ingest(self, spec: SourceSpec) -> None:
@@ -182,10 +183,9 @@ class Service:
             summary = self.producer.summary()
             log.info("producer drained: %s", json.dumps(summary))
         self.workers_stop.set()
-        for thread in self.threads:
-            if thread.name.startswith("worker-"):
-                thread.join(max(0.0, deadline - time.monotonic()))
-                clean = clean and not thread.is_alive()
+        for thread in self.worker_threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            clean = clean and not thread.is_alive()
         for worker in self.workers:
             log.info("worker %s: %s", worker.consumer, json.dumps(worker.summary()))
         self.http.shutdown()
