@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -72,15 +71,6 @@ def all_dead_letters(queue: FrameQueue) -> list[DeadLetter]:
         letters.extend(page)
         after = page[-1].id
     return letters
-
-
-def rss_mib() -> float:
-    """Resident memory of this process."""
-    with open(f"/proc/{os.getpid()}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def tally(test: str, published: int, delivered: list[tuple[str, int]], dropped: dict[str, int],

@@ -22,8 +22,9 @@ from frame_buffer.flow import CircuitBreaker, ExponentialBackoff, Producer
 from frame_buffer.frame import Frame
 from frame_buffer.queue import FrameQueue, QueueSettings, open_queue
 from frame_buffer.queue.redis_streams import RedisStreamsQueue
+from frame_buffer.soak import rss_mb
 from tests import servers
-from tests.faults.helpers import ConsumerProcess, all_dead_letters, redis_info, rss_mib, tally
+from tests.faults.helpers import ConsumerProcess, all_dead_letters, redis_info, tally
 from tests.frames import pattern
 from tests.servers import RedisServer, free_port, wait_until, write_malformed_entries
 
@@ -68,14 +69,14 @@ def test_1_consumer_ten_times_slower_loses_nothing_within_budget(redis_server: R
     consumer = ConsumerProcess(tmp_path, redis_server.url, "slow", "--delay", "0.001", "--batch", "32")
     producer = Producer(opener(redis_server.url, max_lag=1000, publish_timeout_s=1.0), budget_bytes=budget,
                         block_timeout_s=120)
-    rss_start = rss_mib()
+    rss_start = rss_mb()
     peaks = {"bytes": 0, "rss": rss_start, "redis": 0}
     sampling = threading.Event()
 
     def sample() -> None:
         while not sampling.wait(0.05):
             peaks["bytes"] = max(peaks["bytes"], producer.budget.used)
-            peaks["rss"] = max(peaks["rss"], rss_mib())
+            peaks["rss"] = max(peaks["rss"], rss_mb())
             peaks["redis"] = max(peaks["redis"], int(redis_info(redis_server.url, "memory")["used_memory"]))
 
     sampler = threading.Thread(target=sample)
