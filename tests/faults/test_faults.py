@@ -200,7 +200,9 @@ def test_3_redis_unreachable_at_start_runs_on_the_spool(tmp_path: Path) -> None:
     print(f"\n[unreachable at start] before recovery: degraded={producer.degraded} "
           f"published={degraded['published']} spool={degraded['spool_frames']} breaker={degraded['breaker_state']}")
     assert producer.degraded and degraded["published"] == 0 and degraded["breaker_state"] != "closed"
-    assert metrics.REGISTRY.get_sample_value("frame_queue_breaker_state") == metrics.BREAKER_STATES["open"]
+    # While Redis is down the breaker cycles open -> half-open (a probe) -> open: either is right, closed is not.
+    assert metrics.REGISTRY.get_sample_value("frame_queue_breaker_state") in (
+        metrics.BREAKER_STATES["open"], metrics.BREAKER_STATES["half_open"])
     server.start()
     try:
         consumer = ConsumerProcess(tmp_path, server.url, "c1")
