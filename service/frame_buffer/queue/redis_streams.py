@@ -12,6 +12,9 @@ How this backend handles the known Redis Streams pitfalls (see docs/design.md):
 * The socket timeout is longer than the XREADGROUP BLOCK time, and a read timeout is not a failure.
 * redis-py's Python command packer is used even when hiredis is installed, because hiredis copies every
   payload into a new buffer; with the Python packer large payloads go to the socket as they are.
+* Replies are read by :mod:`frame_buffer.queue.redis_reader`, which receives each payload straight into a
+  buffer of its own instead of copying it four times as redis-py's reader does; a consumer gets payloads as
+  read-only memoryviews.
 """
 
 from __future__ import annotations
@@ -35,12 +38,16 @@ from frame_buffer.queue.base import (
     QueueStats,
     RawEntry,
 )
+from frame_buffer.queue.redis_reader import FrameRESP2Parser
 
 T = TypeVar("T")
 HEADER, PAYLOAD = b"h", b"p"
 #: How often consume() runs XAUTOCLAIM at most, relative to the claim idle time.
 _CLAIM_INTERVAL_FRACTION = 0.25
 _TRIM_EVERY_S = 0.5
+#: Bytes asked of each recv into the reply reader's shared buffer. Measured: 64 KB costs the consumer 10 to 15
+#: points more CPU than 1 MB at 640x480x3 (more recv calls), with no gain at 100 KB (docs/performance.md).
+SOCKET_READ_SIZE = 1024 * 1024
 
 
 def _id_to_str(value: bytes | str) -> str:
@@ -86,7 +93,10 @@ class RedisStreamsQueue(FrameQueue):
             socket_timeout=max_block_ms / 1000 + block_margin_s,
             socket_connect_timeout=5.0,
             health_check_interval=30,
-            socket_read_size=1024 * 1024,  # frames arrive in 100 KB..6 MB pieces: fewer recv calls and copies
+            # Replies through FrameSocketBuffer: payloads are received straight into their own buffers.
+            protocol=2,
+            parser_class=FrameRESP2Parser,
+            socket_read_size=SOCKET_READ_SIZE,
             command_packer=PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode),  # type: ignore[no-untyped-call]
         )
         kwargs = self.client.connection_pool.connection_kwargs
@@ -369,11 +379,12 @@ class RedisStreamsQueue(FrameQueue):
         def text(key: bytes) -> str:
             return fields.get(key, b"").decode(errors="replace")
 
+        payload = fields.get(PAYLOAD)
         return DeadLetter(
             id=_id_to_str(entry_id), original_id=text(b"original_id"), group=text(b"group"),
             reason=text(b"reason"), error=text(b"error"), attempts=int(fields.get(b"attempts", 0)),
             dead_lettered_at_ms=int(fields.get(b"at_ms", 0)), header=fields.get(HEADER),
-            payload=fields.get(PAYLOAD),
+            payload=None if payload is None else bytes(payload),  # the reader hands large ones out as views
         )
 
     def replay_dead_letters(self, ids: Iterable[str]) -> int:
