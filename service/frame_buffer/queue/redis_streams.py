@@ -141,6 +141,9 @@ class RedisStreamsQueue(FrameQueue):
             return ids
 
     def _xadd_all(self, entries: Sequence[tuple[str, EncodedFrame]]) -> list[str]:
+        if len(entries) == 1:  # one XADD is all or nothing by itself: no MULTI/EXEC around it
+            encoded = entries[0][1]
+            return [_id_to_str(self.client.xadd(self._stream, {HEADER: encoded.header, PAYLOAD: encoded.payload}))]
         # MULTI/EXEC: under OOM the whole batch is refused (EXECABORT), never a prefix of it, so a retry
         # neither duplicates frames nor reorders a camera.
         pipe = self.client.pipeline(transaction=True)
