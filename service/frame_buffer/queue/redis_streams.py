@@ -45,6 +45,10 @@ HEADER, PAYLOAD = b"h", b"p"
 #: How often consume() runs XAUTOCLAIM at most, relative to the claim idle time.
 _CLAIM_INTERVAL_FRACTION = 0.25
 _TRIM_EVERY_S = 0.5
+#: ... or once this many bytes were published since the last trim. Redis frees trimmed entries inside XTRIM,
+#: about 0.1 ms per MB here, and serves nobody meanwhile: 0.5 s of 100 KB frames at 1000/s was a 5 to 7 ms
+#: stall twice a second, the largest part of p99. 4 MB per trim keeps each stall near 0.4 ms.
+_TRIM_EVERY_BYTES = 4 * 1024 * 1024
 #: Bytes asked of each recv into the reply reader's shared buffer. Measured: 64 KB costs the consumer 10 to 15
 #: points more CPU than 1 MB at 640x480x3 (more recv calls), with no gain at 100 KB (docs/performance.md).
 SOCKET_READ_SIZE = 1024 * 1024
@@ -111,6 +115,7 @@ class RedisStreamsQueue(FrameQueue):
         # that lets publish skip the XINFO round trip while far from the limit.
         self._backlog_estimate = 0
         self._last_trim = 0.0
+        self._bytes_since_trim = 0
         for group in self.settings.groups:
             self.ensure_group(group)
 
@@ -136,7 +141,9 @@ class RedisStreamsQueue(FrameQueue):
                 self._wait_or_timeout(deadline, f"redis at {self.address} is at maxmemory")
                 continue
             self._backlog_estimate += len(entries)
-            if time.monotonic() - self._last_trim >= _TRIM_EVERY_S:
+            self._bytes_since_trim += sum(encoded.nbytes for _camera, encoded in entries)
+            if (self._bytes_since_trim >= _TRIM_EVERY_BYTES
+                    or time.monotonic() - self._last_trim >= _TRIM_EVERY_S):
                 self.trim()
             return ids
 
@@ -170,8 +177,13 @@ class RedisStreamsQueue(FrameQueue):
         time.sleep(self.poll_s)
 
     def _groups(self) -> list[dict[str, Any]]:
-        """XINFO GROUPS of the stream; none while the stream does not exist (XINFO would fail)."""
-        return list(self.client.xinfo_groups(self._stream)) if self.client.exists(self._stream) else []
+        """XINFO GROUPS of the stream; none while the stream does not exist (one round trip either way)."""
+        try:
+            return list(self.client.xinfo_groups(self._stream))
+        except redis.ResponseError as exc:
+            if "no such key" not in str(exc):
+                raise  # WRONGTYPE and the like are the caller's to report
+            return []
 
     def _slowest_backlog(self) -> int:
         """The largest lag + pending over all groups; the stream length when there is no group yet."""
@@ -192,6 +204,7 @@ class RedisStreamsQueue(FrameQueue):
     def trim(self) -> None:
         """Trim entries that every group has acknowledged (XTRIM MINID, never MAXLEN)."""
         self._last_trim = time.monotonic()
+        self._bytes_since_trim = 0
         try:
             safe = self._call(self._oldest_needed_id)
             if safe is not None:
@@ -204,12 +217,14 @@ class RedisStreamsQueue(FrameQueue):
         if not groups:
             return None  # no stream, or frames are kept for the first group to come
         needed: list[tuple[int, int]] = []
+        # Asked even when XINFO said nothing is pending: entries may have been acked or delivered since.
+        pipe = self.client.pipeline(transaction=False)
         for group in groups:
             last = _parse_id(_id_to_str(group["last-delivered-id"]))
             # The entry after last-delivered is the first one the group has not seen.
             needed.append((last[0], last[1] + 1))
-            # Asked even when XINFO said nothing is pending: entries may have been acked or delivered since.
-            summary = self.client.xpending(self._stream, group["name"])
+            pipe.xpending(self._stream, group["name"])
+        for summary in pipe.execute():
             if summary["min"] is not None:
                 needed.append(_parse_id(_id_to_str(summary["min"])))
         ms, seq = min(needed)
