@@ -46,23 +46,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(func=run)
 
 
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 def run(args: argparse.Namespace) -> int:
     sources = () if args.no_sources else (tuple(args.sources) if args.sources else None)
     settings = settings_from(args, http_port=args.http_port, workers=args.workers, sources=sources,
                              handler=args.handler)
     logs.configure(settings.log_format, settings.log_level)
+    # Blocked before any thread starts, so that every thread inherits the mask (FFmpeg's decoder threads
+    # too) and the signal can only be taken here. With a handler instead, a SIGTERM that the kernel gave
+    # to another thread left the main thread asleep in Event.wait(): the RTSP test saw the service ignore
+    # SIGTERM for over 60 s.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     service = Service(settings)
-    stop = threading.Event()
-
-    def on_signal(number: int, _frame: object) -> None:
-        log.info("signal %d: draining", number)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
     service.start()
-    stop.wait()
-    return service.stop()
+    number = signal.sigwait(_STOP_SIGNALS)
+    log.info("signal %d: draining", number)
+    return service.stop()  # a second signal meanwhile stays blocked: the drain has its own time limit
 
 
 class Service:
