@@ -238,18 +238,22 @@ def _measure(backend: str, size: str, args: argparse.Namespace) -> Row:
             base = min(base, redis_raw_throughput(args.redis_url, run_stream, payload, count, args.batch))
         else:
             base = min(base, _pika_raw().throughput(args.amqp_url, bytes(payload), count))
-    mine = theirs = percentiles_ms([])
+    ours_runs: list[dict[str, float]] = []
+    base_runs: list[dict[str, float]] = []
     for attempt in range(args.repeat if size == "100KB" else 0):
         # Alternated like the throughput runs; each side keeps its run with the lowest p99. Scheduling noise
         # on a shared machine only ever adds latency, so the quietest run is the closest to the code's own.
         ours_lat = backend_latency(open_q, frame, args.rate, args.latency_seconds)
-        mine = min(mine, percentiles_ms(_after_warmup(ours_lat)), key=_p99_or_inf)
+        ours_runs.append(percentiles_ms(_after_warmup(ours_lat)))
         if backend == "redis":
             base_lat = redis_raw_latency(args.redis_url, f"{stream}_rawlat{attempt}", payload, args.rate,
                                          args.latency_seconds)
         else:
             base_lat = _pika_raw().latency(args.amqp_url, bytes(payload), args.rate, args.latency_seconds)
-        theirs = min(theirs, percentiles_ms(_after_warmup(base_lat)), key=_p99_or_inf)
+        base_runs.append(percentiles_ms(_after_warmup(base_lat)))
+    none = percentiles_ms([])  # sizes without latency runs
+    mine = min(ours_runs, key=lambda run: run["p99"], default=none)
+    theirs = min(base_runs, key=lambda run: run["p99"], default=none)
     _cleanup(backend, args, stream)
     return Row(size, backend, round(count / ours, 1), round(count * frame.nbytes / ours / 1e6, 1),
                round(count / base, 1), round(base / ours, 2), mine["p50"], mine["p99"], theirs["p50"],
@@ -263,11 +267,6 @@ def _after_warmup(samples: list[float]) -> list[float]:
     own pending entries, allocator growth, cold caches): about 1% of a 3 s run, exactly what p99 sees.
     """
     return samples[len(samples) // WARMUP_FRACTION:]
-
-
-def _p99_or_inf(percentiles: dict[str, float]) -> float:
-    """Sort key of latency runs: p99, with the empty placeholder last."""
-    return percentiles["p99"] or float("inf")
 
 
 def _pika_raw() -> Any:

@@ -162,19 +162,19 @@ def test_trim_keeps_what_a_group_still_needs(redis_server: RedisServer) -> None:
     assert queue.stats("g").depth == 1
 
 
-
 def test_publishing_trims_after_every_few_megabytes_not_only_twice_a_second(redis_server: RedisServer) -> None:
     # Freeing is done inside XTRIM and blocks Redis for about 0.1 ms per MB: trimming by volume keeps it short.
     queue = queue_on(redis_server, groups=("g",))
     consumer = queue_on(redis_server, groups=("g",))
     queue._last_trim = time.monotonic() + 3600  # the twice-a-second trim never comes in this test
-    megabyte = [Frame("cam", i, pattern(i, (1024, 1024))) for i in range(8)]
+    megabyte = [Frame("cam", i, pattern(i, (1024, 1024))) for i in range(4)]
     queue.publish_many(megabyte[:2])
     consumer.ack(consumer.consume("g", "c", count=2, block_ms=100))
     queue.publish_many(megabyte[2:3])
     assert queue.stats("g").depth == 3, "3 MB published: not trimmed yet"
     queue.publish_many(megabyte[3:4])
     assert queue.stats("g").depth == 2, "4 MB published: the two acked entries are trimmed"
+
 
 def test_burst_of_malformed_entries_written_with_redis_cli(redis_server: RedisServer) -> None:
     queue = queue_on(redis_server, groups=("g",))

@@ -367,12 +367,8 @@ class RedisStreamsQueue(FrameQueue):
             pipe = self.client.pipeline(transaction=False)
             pipe.xlen(self._stream)
             pipe.xlen(self._dlq)
-            pipe.exists(self._stream)
-            depth, dead, exists = pipe.execute()
-            info: dict[str, Any] = {}
-            if exists:
-                info = next((g for g in self.client.xinfo_groups(self._stream)
-                             if _id_to_str(g["name"]) == group), {})
+            depth, dead = pipe.execute()
+            info = next((g for g in self._groups() if _id_to_str(g["name"]) == group), {})
             if not info:
                 return QueueStats(int(depth), int(depth), 0, 0, int(dead))
             pending = int(info["pending"])
