@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,22 @@ def test_unreachable_redis_is_reported_with_its_address() -> None:
     assert "could not be published" in result.stderr
 
 
+def test_a_latency_run_whose_producer_died_fails_with_its_exit_code() -> None:
+    from frame_buffer import bench
+
+    crashed = bench.start_producer(sys.exit, 3)
+    crashed.join()
+    with pytest.raises(RuntimeError, match="producer exited with code 3 after 5 of 10 frames"):
+        bench.producer_gone(crashed, 5, 10)
+    running = bench.start_producer(time.sleep, 60)
+    try:
+        bench.producer_gone(running, 5, 10)  # still producing: the run waits on
+        assert running.is_alive()
+    finally:
+        running.terminate()
+        running.join()
+
+
 def test_bench_prints_the_table_and_json() -> None:
     result = run("bench", "--scale", "0.02", "--repeat", "1", "--latency-seconds", "0.2", "--json", timeout=300)
     assert result.returncode == 0, result.stderr
@@ -105,4 +122,5 @@ def test_bench_prints_the_table_and_json() -> None:
     rows = data["rows"]
     assert [row["size"] for row in rows] == ["100KB", "640x480x3", "1920x1080x3"]  # type: ignore[index,union-attr]
     assert all(row["frames_per_s"] > 0 and row["baseline_frames_per_s"] > 0 for row in rows)  # type: ignore[index,union-attr]
+    assert rows[0]["p99_ms"] > 0 and rows[0]["baseline_p99_ms"] > 0  # type: ignore[index]
     assert "ratio" in result.stdout

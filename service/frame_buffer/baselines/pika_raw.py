@@ -3,8 +3,9 @@
 The same broker-side work as the backend without this project's code: a durable topic exchange and one
 durable quorum queue bound to it with ``x-max-length`` / ``reject-publish`` (as the backend declares them),
 persistent messages published with ``mandatory`` and confirms, ``window`` messages in flight (never waiting
-for each one), and a consumer on its own connection in a thread, with a prefetch and manual acks. No codec,
-no header, no backpressure checks, pika's defaults everywhere.
+for each one), and a consumer on its own connection (in a thread for throughput, beside a publisher process for
+latency), with a prefetch and manual acks. No codec, no header, no backpressure checks, pika's defaults
+everywhere.
 """
 
 from __future__ import annotations
@@ -133,24 +134,39 @@ def throughput(url: str, payload: bytes, count: int, window: int = 256) -> float
 
 
 def latency(url: str, payload: bytes, rate: float, seconds: float, window: int = 256) -> list[float]:
-    """End-to-end milliseconds (publish call to consumer receipt) of messages published at ``rate``/s."""
+    """End-to-end milliseconds (publish call to consumer receipt) of messages published at ``rate``/s.
+
+    The publisher runs in a process of its own, as the backend's producer does in ``frame-buffer bench``.
+    """
+    from frame_buffer.bench import producer_gone, start_producer
+
     queue = _with_queue(url)
     count = int(rate * seconds)
-    body = bytearray(payload)
     try:
         consumer = _Consumer(url, queue, count, keep=True)
-        publisher = _Publisher(url, queue, window)
-        consumer.start()
-        start = time.perf_counter()
-        for seq in range(count):
-            delay = start + seq / rate - time.perf_counter()
-            if delay > 0:
-                publisher.connection.sleep(delay)
-            struct.pack_into(">q", body, 0, time.time_ns())
-            publisher.publish(bytes(body))
-        publisher.drain()
-        consumer.join()
-        publisher.close()
+        publisher = start_producer(_publish_paced, url, queue, window, payload, rate=rate, count=count)
+        while consumer.received < count:
+            before = consumer.received
+            consumer.connection.process_data_events(1.0)
+            if consumer.received == before:
+                producer_gone(publisher, before, count)
+        consumer.connection.close()
+        publisher.join()
         return consumer.samples
     finally:
         _delete(url, queue)
+
+
+def _publish_paced(url: str, queue: str, window: int, payload: bytes, *, rate: float, count: int) -> None:
+    """The publisher process of :func:`latency`: the send time in the body's first 8 bytes."""
+    body = bytearray(payload)
+    publisher = _Publisher(url, queue, window)
+    start = time.perf_counter()
+    for seq in range(count):
+        delay = start + seq / rate - time.perf_counter()
+        if delay > 0:
+            publisher.connection.sleep(delay)
+        struct.pack_into(">q", body, 0, time.time_ns())
+        publisher.publish(bytes(body))
+    publisher.drain()
+    publisher.close()
