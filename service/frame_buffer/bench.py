@@ -84,13 +84,21 @@ def _payload(size: str) -> Frame:
     return Frame("bench", 0, test_pattern(spec, 1))
 
 
-def _pace(rate: float, count: int, publish: Callable[[int], object]) -> None:
-    """Call ``publish(seq)`` ``count`` times at ``rate`` per second."""
+def pace(rate: float, count: int, publish: Callable[[int], object],
+         sleep: Callable[[float], object] = time.sleep) -> None:
+    """Call ``publish(seq)`` ``count`` times at ``rate`` per second.
+
+    Args:
+        rate: calls per second.
+        count: number of calls.
+        publish: called with the sequence number, 0 to ``count - 1``.
+        sleep: waits between calls; pika's publisher passes its connection's, which keeps serving I/O.
+    """
     start = time.perf_counter()
     for seq in range(count):
         delay = start + seq / rate - time.perf_counter()
         if delay > 0:
-            time.sleep(delay)
+            sleep(delay)
         publish(seq)
 
 
@@ -178,7 +186,7 @@ def backend_latency(target: Target, frame: Frame, rate: float, seconds: float) -
 def _publish_paced(target: Target, data: bytes, rate: float, count: int) -> None:
     """The producer process of :func:`backend_latency`: one ``publish()`` per frame, paced."""
     queue = target.open()
-    _pace(rate, count, lambda seq: queue.publish(Frame("bench", seq, data)))
+    pace(rate, count, lambda seq: queue.publish(Frame("bench", seq, data)))
     queue.close()
 
 
@@ -239,7 +247,7 @@ def redis_raw_latency(url: str, stream: str, payload: bytes | memoryview, rate: 
 def _redis_raw_publish_paced(url: str, stream: str, payload: bytes, rate: float, count: int) -> None:
     """The producer process of :func:`redis_raw_latency`: one XADD per frame, the send time in the header."""
     producer = redis.Redis.from_url(url)
-    _pace(rate, count, lambda _seq: producer.xadd(stream, {b"h": str(time.time_ns()).encode(), b"p": payload}))
+    pace(rate, count, lambda _seq: producer.xadd(stream, {b"h": str(time.time_ns()).encode(), b"p": payload}))
     producer.close()
 
 

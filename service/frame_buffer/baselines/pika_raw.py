@@ -19,6 +19,8 @@ from typing import Any
 import pika
 from pika import spec
 
+from frame_buffer.bench import pace, producer_gone, start_producer
+
 PREFETCH = 64
 
 
@@ -138,8 +140,6 @@ def latency(url: str, payload: bytes, rate: float, seconds: float, window: int =
 
     The publisher runs in a process of its own, as the backend's producer does in ``frame-buffer bench``.
     """
-    from frame_buffer.bench import producer_gone, start_producer
-
     queue = _with_queue(url)
     count = int(rate * seconds)
     try:
@@ -161,12 +161,11 @@ def _publish_paced(url: str, queue: str, window: int, payload: bytes, *, rate: f
     """The publisher process of :func:`latency`: the send time in the body's first 8 bytes."""
     body = bytearray(payload)
     publisher = _Publisher(url, queue, window)
-    start = time.perf_counter()
-    for seq in range(count):
-        delay = start + seq / rate - time.perf_counter()
-        if delay > 0:
-            publisher.connection.sleep(delay)
+
+    def publish(_seq: int) -> None:
         struct.pack_into(">q", body, 0, time.time_ns())
         publisher.publish(bytes(body))
+
+    pace(rate, count, publish, sleep=publisher.connection.sleep)
     publisher.drain()
     publisher.close()
