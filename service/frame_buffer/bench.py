@@ -9,6 +9,9 @@ confirm window). It also times the codec on a Full HD frame.
 Every measurement is repeated ``--repeat`` times, alternating ours and the baseline so that a noisy minute
 hits both, and the best run of each side counts: the shortest throughput run, the latency run with the
 lowest p99.
+
+``--cpu-wake-latency-us 0`` holds a PM QoS request for the whole run, so that idle CPUs poll instead of
+halting (``wake_latency.py``); the last lines say which held, and the cpuidle governor.
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ import numpy as np
 import redis
 
 from frame_buffer.codec import FrameCodec
+from frame_buffer.config import ConfigError
 from frame_buffer.frame import Frame
 from frame_buffer.queue import FrameQueue, QueueSettings, open_queue
 from frame_buffer.sources.synthetic import test_pattern
 from frame_buffer.stats import percentiles_ms
+from frame_buffer.wake_latency import WakeLatencyRequest, WakeLatencyUnavailable, idle_governor
 
 SIZES: dict[str, tuple[int, ...] | int] = {
     "100KB": 100 * 1024, "640x480x3": (480, 640, 3), "1920x1080x3": (1080, 1920, 3),
@@ -72,6 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--repeat", type=int, default=3,
                         help="throughput and latency runs per case, alternated with the baseline; the best counts")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the frame counts (quick runs: 0.1)")
+    parser.add_argument("--cpu-wake-latency-us", type=int,
+                        help="hold this bound on idle CPUs' wake-up latency during the run (0: they poll; root)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON on the last line")
     parser.set_defaults(func=run)
 
@@ -335,13 +342,22 @@ def _cleanup(backend: str, args: argparse.Namespace, stream: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = []
-    for backend in args.backends.split(","):
-        for size in args.sizes.split(","):
-            if size not in SIZES:
-                raise SystemExit(f"frame-buffer bench: unknown size {size!r}; choose from {', '.join(SIZES)}")
-            rows.append(_measure(backend, size, args))
-    codec = codec_timings()
+    for size in args.sizes.split(","):
+        if size not in SIZES:
+            raise SystemExit(f"frame-buffer bench: unknown size {size!r}; choose from {', '.join(SIZES)}")
+    wake_latency = None
+    if args.cpu_wake_latency_us is not None:
+        try:
+            wake_latency = WakeLatencyRequest(args.cpu_wake_latency_us)
+        except (WakeLatencyUnavailable, ValueError) as exc:
+            raise ConfigError(f"--cpu-wake-latency-us: {exc}") from exc
+    try:  # the spawned producers run while this process holds the request: it bounds every CPU alike
+        rows = [_measure(backend, size, args) for backend in args.backends.split(",")
+                for size in args.sizes.split(",")]
+        codec = codec_timings()
+    finally:
+        if wake_latency is not None:
+            wake_latency.close()
     header = (f"{'size':<12} {'backend':<9} {'frames/s':>9} {'MB/s':>8} {'baseline':>9} {'ratio':>6} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'base p50':>8} {'base p99':>8}")
     print(header)
@@ -355,6 +371,9 @@ def run(args: argparse.Namespace) -> int:
           f"not counted; "
           f"Full HD encode+decode: {codec['fullhd_encode_decode_us_none']} us (no checksum), "
           f"{codec['fullhd_encode_decode_us_xxh3']} us (xxh3)")
+    held = "none held" if wake_latency is None else f"{wake_latency.microseconds} us held"
+    print(f"CPU wake-up latency bound: {held}; cpuidle governor: {idle_governor()}")
     if args.json:
-        print(json.dumps({"rows": [asdict(row) for row in rows], "codec": codec}))
+        print(json.dumps({"rows": [asdict(row) for row in rows], "codec": codec,
+                          "cpu_wake_latency_us": args.cpu_wake_latency_us, "idle_governor": idle_governor()}))
     return 0

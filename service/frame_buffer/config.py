@@ -18,6 +18,7 @@ import yaml
 
 from frame_buffer.codec import FrameCodec
 from frame_buffer.queue import QueueSettings
+from frame_buffer.wake_latency import DEVICE, NO_BOUND_US, WakeLatencyRequest, WakeLatencyUnavailable
 
 ENV_PREFIX = "FRAME_BUFFER_"
 
@@ -48,6 +49,8 @@ class Settings:
         drain_timeout_s: how long a graceful shutdown may take.
         compress / checksum / max_frame_bytes: wire codec options.
         log_format: ``text`` or ``json``. log_level: ``DEBUG``, ``INFO``, ...
+        cpu_wake_latency_us: hold a PM QoS request bounding idle CPUs' wake-up latency while running (0: idle
+            CPUs poll instead of halting); unset holds nothing. See ``wake_latency.py`` for why and its cost.
     """
 
     backend: str = "redis"
@@ -75,6 +78,7 @@ class Settings:
     max_frame_bytes: int = 32 * 1024 * 1024
     log_format: str = "text"
     log_level: str = "INFO"
+    cpu_wake_latency_us: int | None = None
 
     def __post_init__(self) -> None:
         choices = {
@@ -100,6 +104,9 @@ class Settings:
             raise ConfigError(f"{_env('redis_url')}: must start with redis://, rediss:// or unix://")
         if not self.amqp_url.startswith(("amqp://", "amqps://")):
             raise ConfigError(f"{_env('amqp_url')}: must start with amqp:// or amqps://")
+        if self.cpu_wake_latency_us is not None and not 0 <= self.cpu_wake_latency_us <= NO_BOUND_US:
+            raise ConfigError(f"{_env('cpu_wake_latency_us')}: must be 0 to {NO_BOUND_US} (microseconds), "
+                              f"got {self.cpu_wake_latency_us}")
         if ":" not in self.handler:
             raise ConfigError(f"{_env('handler')}: must be module:function, got {self.handler!r}")
 
@@ -116,6 +123,15 @@ class Settings:
         """The wire codec these settings describe."""
         return FrameCodec(compress=self.compress, checksum=self.checksum,  # type: ignore[arg-type]
                           max_frame_bytes=self.max_frame_bytes)
+
+    def wake_latency_request(self, device: Path = DEVICE) -> WakeLatencyRequest | None:
+        """The CPU wake-up latency request these settings ask for, held until closed; None when unset."""
+        if self.cpu_wake_latency_us is None:
+            return None
+        try:
+            return WakeLatencyRequest(self.cpu_wake_latency_us, device)
+        except WakeLatencyUnavailable as exc:
+            raise ConfigError(f"{_env('cpu_wake_latency_us')}: {exc}") from exc
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (``None`` values are ignored), validated again."""
@@ -153,6 +169,10 @@ def _env(name: str) -> str:
 
 def _convert(name: str, annotation: Any, value: Any, source: str) -> Any:
     kind = str(annotation)
+    if kind == "int | None":
+        if value is None or str(value).strip().lower() in ("", "none", "null"):
+            return None
+        kind = "int"
     try:
         if kind == "int":
             if isinstance(value, bool):

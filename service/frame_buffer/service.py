@@ -43,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="kind:camera[:key=value...]; repeat for several (default from FRAME_BUFFER_SOURCES)")
     parser.add_argument("--no-sources", action="store_true", help="consume only")
     parser.add_argument("--handler", help="module:function called with each frame")
+    parser.add_argument("--cpu-wake-latency-us", type=int,
+                        help="hold a bound on idle CPUs' wake-up latency while running (0: they poll; needs root)")
     parser.set_defaults(func=run)
 
 
@@ -52,8 +54,11 @@ _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 def run(args: argparse.Namespace) -> int:
     sources = () if args.no_sources else (tuple(args.sources) if args.sources else None)
     settings = settings_from(args, http_port=args.http_port, workers=args.workers, sources=sources,
-                             handler=args.handler)
+                             handler=args.handler, cpu_wake_latency_us=args.cpu_wake_latency_us)
     logs.configure(settings.log_format, settings.log_level)
+    wake_latency = settings.wake_latency_request()  # before anything starts: refused, it stops the start
+    if wake_latency is not None:
+        log.info("holding a CPU wake-up latency bound of %d us", wake_latency.microseconds)
     # Blocked before any thread starts, so that every thread inherits the mask (FFmpeg's decoder threads
     # too) and the signal can only be taken here. With a handler instead, a SIGTERM that the kernel gave
     # to another thread left the main thread asleep in Event.wait(): the RTSP test saw the service ignore
@@ -63,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
     service.start()
     number = signal.sigwait(_STOP_SIGNALS)
     log.info("signal %d: draining", number)
-    return service.stop()  # a second signal meanwhile stays blocked: the drain has its own time limit
+    code = service.stop()  # a second signal meanwhile stays blocked: the drain has its own time limit
+    if wake_latency is not None:
+        wake_latency.close()
+    return code
 
 
 class Service:

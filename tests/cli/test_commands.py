@@ -116,11 +116,21 @@ def test_a_latency_run_whose_producer_died_fails_with_its_exit_code() -> None:
 
 
 def test_bench_prints_the_table_and_json() -> None:
-    result = run("bench", "--scale", "0.02", "--repeat", "1", "--latency-seconds", "0.2", "--json", timeout=300)
+    result = run("bench", "--scale", "0.02", "--repeat", "1", "--latency-seconds", "0.2", "--json",
+                 "--cpu-wake-latency-us", "0", timeout=300)
     assert result.returncode == 0, result.stderr
     data = last_json(result.stdout)
+    assert data["cpu_wake_latency_us"] == 0 and "CPU wake-up latency bound: 0 us held" in result.stdout
+    assert data["idle_governor"] == Path("/sys/devices/system/cpu/cpuidle/current_governor_ro").read_text().strip()
     rows = data["rows"]
     assert [row["size"] for row in rows] == ["100KB", "640x480x3", "1920x1080x3"]  # type: ignore[index,union-attr]
     assert all(row["frames_per_s"] > 0 and row["baseline_frames_per_s"] > 0 for row in rows)  # type: ignore[index,union-attr]
     assert rows[0]["p99_ms"] > 0 and rows[0]["baseline_p99_ms"] > 0  # type: ignore[index]
     assert "ratio" in result.stdout
+
+
+def test_bench_refuses_a_wake_latency_bound_it_cannot_hold_before_measuring() -> None:
+    result = run("bench", "--cpu-wake-latency-us", "-1")
+    assert result.returncode == 2
+    assert "configuration error: --cpu-wake-latency-us: a CPU wake-up latency must be 0 to" in result.stderr
+    assert "frames/s" not in result.stdout

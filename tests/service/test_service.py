@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from frame_buffer.wake_latency import current_bound_us
 from tests.conftest import REDIS_URL
 from tests.servers import RedisServer, free_port, wait_until
 
@@ -128,6 +129,7 @@ def test_readyz_reports_degraded_while_redis_is_down(tmp_path: Path) -> None:
         ({"FRAME_BUFFER_WORKERS": "two"}, "FRAME_BUFFER_WORKERS: must be an integer"),
         ({"FRAME_BUFFER_HANDLER": "no_such_module:handle"}, "FRAME_BUFFER_HANDLER: cannot load"),
         ({"FRAME_BUFFER_SOURCES": "webcam:x"}, "FRAME_BUFFER_SOURCES"),
+        ({"FRAME_BUFFER_CPU_WAKE_LATENCY_US": "-5"}, "FRAME_BUFFER_CPU_WAKE_LATENCY_US: must be 0 to"),
     ],
 )
 def test_wrong_configuration_stops_the_start(env: dict[str, str], message: str) -> None:
@@ -135,3 +137,19 @@ def test_wrong_configuration_stops_the_start(env: dict[str, str], message: str) 
                             timeout=60, check=False)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_the_cpu_wake_latency_bound_is_held_while_running_and_released_at_stop(
+    tmp_path: Path, service_env: dict[str, str]
+) -> None:
+    before = current_bound_us()
+    assert before > 0, f"something else on the machine holds a wake-up latency bound of {before} us"
+    service = RunningService(tmp_path, {**service_env, "FRAME_BUFFER_SOURCES": "synthetic:cam0:fps=50:size=16x16",
+                                        "FRAME_BUFFER_CPU_WAKE_LATENCY_US": "0"})
+    try:
+        assert current_bound_us() == 0
+        assert any("wake-up latency bound of 0 us" in event["msg"] for event in service.events())
+    finally:
+        assert service.terminate() == 0
+    assert current_bound_us() == before
+
