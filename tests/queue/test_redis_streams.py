@@ -38,6 +38,8 @@ def test_out_of_memory_is_backpressure_and_nothing_is_lost(tmp_path: Path) -> No
         admin.config_set("maxmemory", admin.info("memory")["used_memory"] // 2)
         with pytest.raises(redis.exceptions.OutOfMemoryError):
             queue_on(server, groups=("new",))
+        with pytest.raises(redis.exceptions.OutOfMemoryError):  # on a stream that does not exist yet either
+            queue_on(server, stream="not_created_yet", groups=("g",))
         consumer = queue_on(server, groups=("g",))
         patient = queue_on(server, groups=("g",), publish_timeout_s=30)
         admin.config_set("maxmemory", "4mb")

@@ -238,8 +238,9 @@ class RedisStreamsQueue(FrameQueue):
         try:
             self._call(lambda: self.client.xgroup_create(self._stream, group, id="0", mkstream=True))
         except redis.exceptions.OutOfMemoryError:
-            # XGROUP CREATE is refused at maxmemory even when the group exists: look before failing.
-            if not any(_id_to_str(g["name"]) == group for g in self.client.xinfo_groups(self._stream)):
+            # XGROUP CREATE is refused at maxmemory even when the group exists: look before failing. The
+            # stream may not exist yet either; that is still the OOM to report, not XINFO's "no such key".
+            if not any(_id_to_str(g["name"]) == group for g in self._call(self._groups)):
                 raise
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
