@@ -54,6 +54,8 @@ def test_an_unusable_device_or_bound_is_refused_with_what_was_wrong(tmp_path: Pa
     absent = tmp_path / "cpu_dma_latency"
     with pytest.raises(WakeLatencyUnavailable, match=f"latency of 0 us: {absent}: No such file or directory"):
         WakeLatencyRequest(0, absent)
+    with pytest.raises(WakeLatencyUnavailable, match="/dev/full: No space left on device"):  # opens, refuses writes
+        WakeLatencyRequest(0, Path("/dev/full"))
     with pytest.raises(ValueError, match="must be 0 to 2000000000 us, got -1"):
         WakeLatencyRequest(-1)
     with pytest.raises(ValueError, match="got 2000000001"):

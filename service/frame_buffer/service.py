@@ -64,14 +64,15 @@ def run(args: argparse.Namespace) -> int:
     # to another thread left the main thread asleep in Event.wait(): the RTSP test saw the service ignore
     # SIGTERM for over 60 s.
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    service = Service(settings)
-    service.start()
-    number = signal.sigwait(_STOP_SIGNALS)
-    log.info("signal %d: draining", number)
-    code = service.stop()  # a second signal meanwhile stays blocked: the drain has its own time limit
-    if wake_latency is not None:
-        wake_latency.close()
-    return code
+    try:
+        service = Service(settings)
+        service.start()
+        number = signal.sigwait(_STOP_SIGNALS)
+        log.info("signal %d: draining", number)
+        return service.stop()  # a second signal meanwhile stays blocked: the drain has its own time limit
+    finally:
+        if wake_latency is not None:
+            wake_latency.close()
 
 
 class Service:

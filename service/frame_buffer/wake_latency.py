@@ -3,8 +3,8 @@
 Why: a frame crosses three processes (producer, Redis, consumer), and each of them sleeps between frames. On a
 machine whose idle CPUs halt, every crossing waits for a CPU to come back from halt with cold caches. Measured
 on this project's 2-vCPU Firecracker VM (cpuidle governor ``haltpoll``, ``guest_halt_poll_ns=0``): p99 of a
-100 KB frame at 1000 frames/s was 1.5 to 5.5 ms with idle CPUs halting, and 0.6 ms with a request of 0 us
-held, for this project and for raw redis-py alike (``docs/performance.md``).
+100 KB frame at 1000 frames/s was 0.8 to 11.7 ms with idle CPUs halting, and 0.54 to 0.98 ms with a request
+of 0 us held, in runs alternated in the same minutes; raw redis-py alike (``docs/performance.md``).
 
 The request goes through ``/dev/cpu_dma_latency``, the interface that cyclictest and tuned's
 ``latency-performance`` profile use: it holds while the file stays open and ends with the process, whatever
@@ -51,7 +51,12 @@ class WakeLatencyRequest:
             raise WakeLatencyUnavailable(
                 f"cannot hold a CPU wake-up latency of {microseconds} us: {device}: {exc.strerror} "
                 f"(it needs Linux and write access to the device, usually root)") from exc
-        os.write(self._fd, struct.pack("=i", microseconds))
+        try:
+            os.write(self._fd, struct.pack("=i", microseconds))
+        except OSError as exc:
+            self.close()
+            raise WakeLatencyUnavailable(f"cannot hold a CPU wake-up latency of {microseconds} us: {device}: "
+                                         f"{exc.strerror}") from exc
 
     def close(self) -> None:
         """End the request; closing twice is harmless."""
