@@ -684,12 +684,20 @@ class RabbitMQQueue(FrameQueue):
 
     # -- dead letters -----------------------------------------------------------------------------------
     def _scan_dead_letters(self, channel: Any) -> Iterator[tuple[Any, DeadLetter]]:
-        """Every message of the dead-letter queue, taken without ack (closing ``channel`` requeues them)."""
+        """Every message of the dead-letter queue, taken without ack; at the end, what was not acked goes back.
+
+        Closing the channel would requeue them too, but the broker does that asynchronously: a passive declare
+        from another channel just after (``stats()``) could count the queue without them, which the
+        conformance suite saw once on a loaded machine. A nack and then a passive declare on this same
+        channel reach the classic queue in that order, so when the declare answers they are back.
+        """
         while True:
             method, props, body = channel.basic_get(self._dlq)
             if method is None:
-                return
+                break
             yield method, self._letter(props, body)
+        channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
+        channel.queue_declare(self._dlq, passive=True)
 
     def _letter(self, props: Any, body: bytes) -> DeadLetter:
         headers = props.headers or {}
