@@ -13,6 +13,7 @@ import redis
 
 from frame_buffer.codec import FrameCodec
 from frame_buffer.queue import FrameQueue, QueueSettings, open_queue
+from frame_buffer.wake_latency import current_bound_us
 from tests.servers import RedisServer
 
 REDIS_URL = os.environ.get("FRAME_BUFFER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -23,6 +24,14 @@ BACKENDS = ["memory", "redis", "rabbitmq"]
 QueueFactory = Callable[..., FrameQueue]
 #: Group names the conformance suite uses: their queues are deleted after each rabbitmq test.
 _RABBITMQ_TEST_GROUPS = ("g", "analytics", "archive", "late", "first", "nobody", "unknown")
+
+
+@pytest.fixture
+def unbounded() -> int:
+    """The machine's wake-up latency bound before the test; a test of a request needs a looser one to see it."""
+    before = current_bound_us()
+    assert before > 3, f"something else on the machine holds a wake-up latency bound of {before} us"
+    return before
 
 
 @pytest.fixture

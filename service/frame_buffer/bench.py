@@ -372,8 +372,9 @@ def run(args: argparse.Namespace) -> int:
           f"Full HD encode+decode: {codec['fullhd_encode_decode_us_none']} us (no checksum), "
           f"{codec['fullhd_encode_decode_us_xxh3']} us (xxh3)")
     held = "none held" if wake_latency is None else f"{wake_latency.microseconds} us held"
-    print(f"CPU wake-up latency bound: {held}; cpuidle governor: {idle_governor()}")
+    governor = idle_governor()
+    print(f"CPU wake-up latency bound: {held}; cpuidle governor: {governor}")
     if args.json:
         print(json.dumps({"rows": [asdict(row) for row in rows], "codec": codec,
-                          "cpu_wake_latency_us": args.cpu_wake_latency_us, "idle_governor": idle_governor()}))
+                          "cpu_wake_latency_us": args.cpu_wake_latency_us, "idle_governor": governor}))
     return 0

@@ -37,7 +37,7 @@ class WakeLatencyRequest:
         device: the PM QoS device; a parameter so that the failure of a missing one can be tested.
 
     Raises:
-        WakeLatencyUnavailable: the device cannot be opened for writing, with its path and the reason.
+        WakeLatencyUnavailable: the device cannot be opened or written, with its path and the reason.
         ValueError: ``microseconds`` is out of range.
     """
 
@@ -45,18 +45,15 @@ class WakeLatencyRequest:
         if not 0 <= microseconds <= NO_BOUND_US:
             raise ValueError(f"a CPU wake-up latency must be 0 to {NO_BOUND_US} us, got {microseconds}")
         self.microseconds = microseconds
+        self._fd: int | None = None
         try:
-            self._fd: int | None = os.open(device, os.O_WRONLY)
-        except OSError as exc:
-            raise WakeLatencyUnavailable(
-                f"cannot hold a CPU wake-up latency of {microseconds} us: {device}: {exc.strerror} "
-                f"(it needs Linux and write access to the device, usually root)") from exc
-        try:
+            self._fd = os.open(device, os.O_WRONLY)
             os.write(self._fd, struct.pack("=i", microseconds))
         except OSError as exc:
             self.close()
-            raise WakeLatencyUnavailable(f"cannot hold a CPU wake-up latency of {microseconds} us: {device}: "
-                                         f"{exc.strerror}") from exc
+            raise WakeLatencyUnavailable(
+                f"cannot hold a CPU wake-up latency of {microseconds} us: {device}: {exc.strerror} "
+                f"(it needs Linux and write access to the device, usually root)") from exc
 
     def close(self) -> None:
         """End the request; closing twice is harmless."""

@@ -140,10 +140,8 @@ def test_wrong_configuration_stops_the_start(env: dict[str, str], message: str) 
 
 
 def test_the_cpu_wake_latency_bound_is_held_while_running_and_released_at_stop(
-    tmp_path: Path, service_env: dict[str, str]
+    tmp_path: Path, service_env: dict[str, str], unbounded: int
 ) -> None:
-    before = current_bound_us()
-    assert before > 0, f"something else on the machine holds a wake-up latency bound of {before} us"
     service = RunningService(tmp_path, {**service_env, "FRAME_BUFFER_SOURCES": "synthetic:cam0:fps=50:size=16x16",
                                         "FRAME_BUFFER_CPU_WAKE_LATENCY_US": "0"})
     try:
@@ -151,5 +149,4 @@ def test_the_cpu_wake_latency_bound_is_held_while_running_and_released_at_stop(
         assert any("wake-up latency bound of 0 us" in event["msg"] for event in service.events())
     finally:
         assert service.terminate() == 0
-    assert current_bound_us() == before
-
+    assert current_bound_us() == unbounded
