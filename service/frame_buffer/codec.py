@@ -16,6 +16,7 @@ import msgpack
 import numpy as np
 import xxhash
 
+from frame_buffer.errors import EXIT_CONFIG, FrameBufferError
 from frame_buffer.frame import Frame
 
 FORMAT_VERSION = 1
@@ -29,7 +30,7 @@ Checksum = Literal["xxh3", "none"]
 _REQUIRED = ("v", "cam", "seq", "ts", "codec", "len", "sum")
 
 
-class CodecError(ValueError):
+class CodecError(FrameBufferError, ValueError):
     """A frame could not be encoded or decoded; ``reason`` is a short machine-readable tag."""
 
     def __init__(self, reason: str, message: str) -> None:
@@ -39,6 +40,8 @@ class CodecError(ValueError):
 
 class FrameTooLarge(CodecError):
     """The payload exceeds the configured maximum frame size."""
+
+    exit_code = EXIT_CONFIG
 
 
 @dataclass(frozen=True, slots=True)

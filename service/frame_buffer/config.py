@@ -17,14 +17,13 @@ from typing import Any
 import yaml
 
 from frame_buffer.codec import FrameCodec
+from frame_buffer.errors import ConfigError
 from frame_buffer.queue import QueueSettings
 from frame_buffer.wake_latency import DEVICE, NO_BOUND_US, WakeLatencyRequest, WakeLatencyUnavailable
 
 ENV_PREFIX = "FRAME_BUFFER_"
 
-
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message starts with the field's name."""
+__all__ = ["ENV_PREFIX", "ConfigError", "Settings"]
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from frame_buffer.errors import EXIT_UNREACHABLE, FrameBufferError
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -152,8 +154,10 @@ def prometheus_panels() -> list[tuple[str, str, float | None, list[PanelQuery]]]
     ]
 
 
-class PrometheusError(RuntimeError):
+class PrometheusError(FrameBufferError, RuntimeError):
     """Prometheus could not be reached or refused a query."""
+
+    exit_code = EXIT_UNREACHABLE
 
 
 def query_range(url: str, expr: str, start: float, end: float, step: float) -> list[dict[str, Any]]:

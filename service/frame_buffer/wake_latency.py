@@ -19,13 +19,15 @@ import struct
 from pathlib import Path
 from types import TracebackType
 
+from frame_buffer.errors import FrameBufferError
+
 DEVICE = Path("/dev/cpu_dma_latency")
 IDLE_GOVERNOR = Path("/sys/devices/system/cpu/cpuidle/current_governor_ro")
 #: The kernel's value for "no bound requested" (PM_QOS_CPU_LATENCY_DEFAULT_VALUE, 2000 s in us).
 NO_BOUND_US = 2_000_000_000
 
 
-class WakeLatencyUnavailable(RuntimeError):
+class WakeLatencyUnavailable(FrameBufferError, RuntimeError):
     """The request cannot be made here (not Linux, or no write access to the device); the message names it."""
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from frame_buffer import metrics
+from frame_buffer.errors import FrameBufferError
 from frame_buffer.flow.buffer import AdaptiveBuffer, FrameOverBudget, Item, item_cost
 from frame_buffer.flow.spool import Spool
 from frame_buffer.queue import BackpressureTimeout
@@ -38,7 +39,7 @@ def parse_policy(name: str) -> Policy:
     raise ValueError(f"policy: must be one of {', '.join(POLICIES)}; got {name!r}")
 
 
-class ProducerClosed(RuntimeError):
+class ProducerClosed(FrameBufferError, RuntimeError):
     """``submit`` was called on a producer that is closing."""
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Literal, TypeVar
 
 from frame_buffer import metrics
+from frame_buffer.errors import FrameBufferError
 from frame_buffer.flow.retry import Backoff, ExponentialBackoff
 
 log = logging.getLogger("frame_buffer.breaker")
@@ -33,7 +34,7 @@ T = TypeVar("T")
 State = Literal["closed", "open", "half_open"]
 
 
-class CircuitOpen(Exception):
+class CircuitOpen(FrameBufferError):
     """The breaker is open: the call was not attempted."""
 
 

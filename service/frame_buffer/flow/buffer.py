@@ -19,6 +19,7 @@ from collections.abc import Iterable
 
 from frame_buffer import metrics
 from frame_buffer.codec import EncodedFrame
+from frame_buffer.errors import EXIT_CONFIG, FrameBufferError
 
 #: Bookkeeping held per frame besides header and payload (deque slot, tuple, Python objects).
 FRAME_OVERHEAD_BYTES = 256
@@ -32,8 +33,10 @@ def item_cost(item: Item) -> int:
     return item[1].nbytes + FRAME_OVERHEAD_BYTES
 
 
-class FrameOverBudget(ValueError):
+class FrameOverBudget(FrameBufferError, ValueError):
     """A single frame is larger than the whole memory budget: it can never be admitted."""
+
+    exit_code = EXIT_CONFIG
 
 
 class MemoryBudget:

@@ -2,6 +2,7 @@
 
 from frame_buffer.codec import FrameCodec
 from frame_buffer.queue.base import (
+    BackendRefused,
     BackendUnavailable,
     BackpressureTimeout,
     DeadLetter,
@@ -13,6 +14,7 @@ from frame_buffer.queue.base import (
 )
 
 __all__ = [
+    "BackendRefused",
     "BackendUnavailable",
     "BackpressureTimeout",
     "DeadLetter",

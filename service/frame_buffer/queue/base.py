@@ -26,15 +26,29 @@ from typing import Any, Self
 
 from frame_buffer import metrics
 from frame_buffer.codec import CodecError, EncodedFrame, FrameCodec
+from frame_buffer.errors import EXIT_CONFIG, EXIT_UNREACHABLE, FrameBufferError
 from frame_buffer.frame import Frame
 
 
-class QueueError(Exception):
+class QueueError(FrameBufferError):
     """Base class of the errors a backend raises."""
 
 
 class BackendUnavailable(QueueError):
     """The server cannot be reached or answered with a connection-level failure; names its address."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+class BackendRefused(BackendUnavailable):
+    """The server answered but refused us: wrong credentials, or a user without the permission a command needs.
+
+    A configuration error, not an outage: a command that meets it at start exits 2. It stays a
+    :class:`BackendUnavailable` so that a running producer or worker that meets it (credentials revoked while
+    running) keeps its frames, spooled or pending, exactly as during an outage.
+    """
+
+    exit_code = EXIT_CONFIG
 
 
 class BackpressureTimeout(QueueError):
