@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DOCKER_BUILDKIT=0   # the Debian engine has no buildx; say so instead of getting the warning
 
-prefix=${FRAME_BUFFER_IMAGE_PREFIX:-frame-buffer-local}
+prefix=${FB_IMAGE_PREFIX:-frame-buffer-local}
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
 base="$prefix/debian:$codename"
 label=org.frame-buffer.content-hash

@@ -13,7 +13,7 @@ echo "== mypy (strict, service/)"
 .venv/bin/mypy
 echo "== pytest"
 # Everything was installed above: a deployment test that would skip for lack of tooling fails instead.
-export FRAME_BUFFER_REQUIRE_DEPLOY=1
+export FB_TEST_REQUIRE_DEPLOY=1
 rm -f .coverage .coverage.*
 .venv/bin/pytest --cov=frame_buffer --cov-branch --cov-report= "$@"
 echo "== coverage of the queue backends (must be 100% of lines and branches)"

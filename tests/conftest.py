@@ -16,8 +16,8 @@ from frame_buffer.queue import FrameQueue, QueueSettings, open_queue
 from frame_buffer.wake_latency import current_bound_us
 from tests.servers import RedisServer
 
-REDIS_URL = os.environ.get("FRAME_BUFFER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-AMQP_URL = os.environ.get("FRAME_BUFFER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+REDIS_URL = os.environ.get("FB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("FB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 #: Backends the conformance suite runs against.
 BACKENDS = ["memory", "redis", "rabbitmq"]
 

@@ -56,7 +56,7 @@ def run(args: Sequence[str | Path], log: Path, cwd: Path = ROOT, timeout: float 
 def unavailable(reason: str) -> None:
     """Skip for a user without the tooling; fail under ``make test``, which installs it (a skip there would hide a
     missing install step)."""
-    if os.environ.get("FRAME_BUFFER_REQUIRE_DEPLOY") == "1":
+    if os.environ.get("FB_TEST_REQUIRE_DEPLOY") == "1":
         pytest.fail(f"deployment tests cannot run: {reason}")
     pytest.skip(reason)
 
