@@ -46,6 +46,8 @@ class Settings:
         buffer_budget_bytes: memory budget of the adaptive buffer and the spool together.
         retry_base_s / retry_cap_s: exponential backoff (full jitter) between handler retries.
         drain_timeout_s: how long a graceful shutdown may take.
+        stall_timeout_s: a supervised service thread whose loop has not come round for this long makes
+            ``/healthz`` answer 503 (so Docker restarts the container).
         compress / checksum / max_frame_bytes: wire codec options.
         log_format: ``text`` or ``json``. log_level: ``DEBUG``, ``INFO``, ...
         cpu_wake_latency_us: hold a PM QoS request bounding idle CPUs' wake-up latency while running (0: idle
@@ -72,6 +74,7 @@ class Settings:
     retry_base_s: float = 0.1
     retry_cap_s: float = 10.0
     drain_timeout_s: float = 20.0
+    stall_timeout_s: float = 60.0
     compress: bool = False
     checksum: str = "xxh3"
     max_frame_bytes: int = 32 * 1024 * 1024
@@ -103,6 +106,8 @@ class Settings:
             raise ConfigError(f"{_env('redis_url')}: must start with redis://, rediss:// or unix://")
         if not self.amqp_url.startswith(("amqp://", "amqps://")):
             raise ConfigError(f"{_env('amqp_url')}: must start with amqp:// or amqps://")
+        if not self.stall_timeout_s > 0:
+            raise ConfigError(f"{_env('stall_timeout_s')}: must be positive, got {self.stall_timeout_s}")
         if self.cpu_wake_latency_us is not None and not 0 <= self.cpu_wake_latency_us <= NO_BOUND_US:
             raise ConfigError(f"{_env('cpu_wake_latency_us')}: must be 0 to {NO_BOUND_US} (microseconds), "
                               f"got {self.cpu_wake_latency_us}")
