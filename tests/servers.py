@@ -47,19 +47,24 @@ def write_malformed_entries(port: int, count: int, stream: str = "frame_queue") 
 
 
 class RedisServer:
-    """A redis-server of our own, in ``workdir``, with AOF ``appendfsync always`` unless told otherwise."""
+    """A redis-server of our own, in ``workdir``, with AOF ``appendfsync always`` unless told otherwise.
 
-    def __init__(self, workdir: Path, *extra: str, port: int | None = None) -> None:
+    With ``password`` it requires it (``requirepass``); :attr:`url` and :meth:`client` then carry it.
+    """
+
+    def __init__(self, workdir: Path, *extra: str, port: int | None = None, password: str | None = None) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed: run scripts/setup.sh")
         self.workdir = workdir
         self.port = port or free_port()
-        self.extra = extra
+        self.extra = (*extra, "--requirepass", password) if password is not None else extra
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password is not None else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -69,13 +74,13 @@ class RedisServer:
             "--maxmemory-policy", "noeviction", "--logfile", str(self.workdir / "redis.log"), *self.extra,
         ]
         self.process = subprocess.Popen(args)
-        client = redis.Redis(port=self.port)
+        client = self.client()
         wait_until(client.ping, 30, f"redis-server on port {self.port}")
         client.close()
         return self
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port)
+        return redis.Redis(port=self.port, password=self.password)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no final fsync."""

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import pika
 import pika.exceptions
@@ -46,6 +47,7 @@ from pika import spec
 
 from frame_buffer.codec import EncodedFrame, FrameCodec
 from frame_buffer.queue.base import (
+    BackendRefused,
     BackendUnavailable,
     BackpressureTimeout,
     DeadLetter,
@@ -64,12 +66,33 @@ ATTEMPTS = "x-fb-attempts"
 #: Delays of :meth:`RabbitMQQueue.nack` are rounded up to one of these (ms): one delay queue per step.
 DELAY_STEPS_MS = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 30_000, 60_000, 300_000, 900_000, 3_600_000)
 _NOT_FOUND = 404
+_ACCESS_REFUSED = 403
+#: What pika raises when the broker closes the connection while it is being opened: credentials or vhost refused.
+_LOGIN_REFUSED = (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError,
+                  pika.exceptions.ProbableAccessDeniedError)
 _RECV_BYTES = 256 * 1024
 _FLUSH_BYTES = 1024 * 1024
 _instance_ids = itertools.count(1)
 #: (broker, stream, group, consumer name) -> the instance of this process consuming under that name.
 _consumers: dict[tuple[str, str, str, str], weakref.ref[RabbitMQQueue]] = {}
 _consumers_lock = threading.Lock()
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``: fit for a message or a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    """Whether the broker refused us (credentials, vhost, a permission) rather than failed."""
+    if isinstance(exc, _LOGIN_REFUSED):
+        return True
+    closed = (pika.exceptions.ChannelClosedByBroker, pika.exceptions.ConnectionClosedByBroker)
+    return isinstance(exc, closed) and exc.reply_code == _ACCESS_REFUSED
 
 
 def delay_step_ms(delay_s: float) -> int:
@@ -162,6 +185,7 @@ class RabbitMQQueue(FrameQueue):
         if queue_type not in ("quorum", "classic"):
             raise ValueError(f"queue_type: must be 'quorum' or 'classic', got {queue_type!r}")
         self.url = url
+        self.display_url = masked_url(url)
         self.params = pika.URLParameters(url)
         self.params.heartbeat = heartbeat_s
         self.params.connection_attempts = 1
@@ -192,6 +216,7 @@ class RabbitMQQueue(FrameQueue):
         self._published = 0
         self._backoff = 0.0
         self._next_attempt = 0.0
+        self._refusal: str | None = None  # why the last connection attempt was refused, if it was
         self._last_io = 0.0
         self._backlog_estimate = 0
         with contextlib.suppress(BackendUnavailable):  # an outage now is reported by the first operation
@@ -208,11 +233,17 @@ class RabbitMQQueue(FrameQueue):
                 # not an outage; either way start over on a fresh connection: deliveries go back to the queue.
                 refused = isinstance(exc, pika.exceptions.AMQPChannelError) and bool(self._conn and self._conn.is_open)
                 self._disconnect()
+                if _is_refusal(exc):
+                    raise self._refused(exc) from exc
                 if refused:
                     raise QueueError(f"rabbitmq at {self.address} refused: {exc!r}") from exc
                 raise BackendUnavailable(f"rabbitmq at {self.address} unavailable: {exc!r}") from exc
             self._last_io = time.monotonic()
             return result
+
+    def _refused(self, exc: BaseException) -> BackendRefused:
+        return BackendRefused(f"rabbitmq at {self.address} refused {self.display_url}: {exc} "
+                              "(check the user, password, vhost and permissions)")
 
     def _connection(self) -> Any:
         """The open connection, opening one (with exponential backoff after a failure) when needed."""
@@ -225,14 +256,17 @@ class RabbitMQQueue(FrameQueue):
             return self._conn
         now = time.monotonic()
         if now < self._next_attempt:
+            if self._refusal is not None:  # still the broker's answer until the next attempt asks again
+                raise BackendRefused(self._refusal)
             raise BackendUnavailable(
                 f"rabbitmq at {self.address} unavailable: next reconnection attempt in {self._next_attempt - now:.2f}s"
             )
         try:
             conn = pika.BlockingConnection(self.params)
-        except (pika.exceptions.AMQPError, OSError):
+        except (pika.exceptions.AMQPError, OSError) as exc:
             self._backoff = min(self.backoff_s[1], max(self.backoff_s[0], self._backoff * 2))
             self._next_attempt = now + self._backoff
+            self._refusal = str(self._refused(exc)) if _is_refusal(exc) else None
             raise
         # pika reads the socket 4 KiB at a time and appends each read to a bytes buffer, which copies a 6 MB
         # frame hundreds of times; reading up to 256 KiB at a time makes that a handful (an instance override

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis._parsers.encoders import Encoder
@@ -29,11 +30,13 @@ from redis.connection import PythonRespSerializer
 
 from frame_buffer.codec import EncodedFrame, FrameCodec
 from frame_buffer.queue.base import (
+    BackendRefused,
     BackendUnavailable,
     BackpressureTimeout,
     DeadLetter,
     Delivery,
     FrameQueue,
+    QueueError,
     QueueSettings,
     QueueStats,
     RawEntry,
@@ -52,6 +55,20 @@ _TRIM_EVERY_BYTES = 4 * 1024 * 1024
 #: Bytes asked of each recv into the reply reader's shared buffer. Measured: 64 KB costs the consumer 10 to 15
 #: points more CPU than 1 MB at 640x480x3 (more recv calls), with no gain at 100 KB (docs/performance.md).
 SOCKET_READ_SIZE = 1024 * 1024
+
+
+#: Error codes of replies that mean the server refused these credentials or this user a command.
+_REFUSALS = ("NOAUTH", "WRONGPASS", "NOPERM")
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``: fit for a message or a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _id_to_str(value: bytes | str) -> str:
@@ -89,6 +106,7 @@ class RedisStreamsQueue(FrameQueue):
     ) -> None:
         super().__init__(settings, codec)
         self.url = url
+        self.display_url = masked_url(url)
         self.max_block_ms = max_block_ms
         self.poll_s = poll_s
         # Typed as Any: redis-py's reply types are RESP2/RESP3 unions; replies are parsed in this module.
@@ -121,11 +139,30 @@ class RedisStreamsQueue(FrameQueue):
 
     # -- plumbing ---------------------------------------------------------------------------------------
     def _call(self, fn: Callable[[], T]) -> T:
-        """Run a Redis call, turning connection-level failures into :class:`BackendUnavailable`."""
+        """Run a Redis call, turning connection-level failures into :class:`BackendUnavailable`, refused
+        credentials or permissions into :class:`BackendRefused`, a key of the wrong type into
+        :class:`StreamWrongType`."""
         try:
             return fn()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:  # BusyLoadingError (LOADING) included
-            raise BackendUnavailable(f"redis at {self.address} unavailable: {exc}") from exc
+        except redis.RedisError as exc:
+            mine = self._translate(exc)
+            if mine is None:
+                raise  # OOM and BUSYGROUP are the caller's to handle; anything else is a bug
+            raise mine from exc
+
+    def _translate(self, exc: redis.RedisError) -> QueueError | None:
+        """The error of ours that ``exc`` stands for, if any."""
+        text = str(exc)
+        # redis-py names the code in ``status_code`` where it maps the reply to a class of its own; a reply
+        # it leaves a plain ResponseError (a queued command of a MULTI, say) starts with the code instead.
+        code = getattr(exc, "status_code", None) or text.partition(" ")[0]
+        if code in _REFUSALS or isinstance(exc, (redis.AuthenticationError, redis.exceptions.AuthorizationError)):
+            reason = text if text.startswith(str(code)) else f"{code} {text}"
+            return BackendRefused(
+                f"redis at {self.address} refused {self.display_url}: {reason} (check the user, password and ACL)")
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):  # BusyLoadingError (LOADING) included
+            return BackendUnavailable(f"redis at {self.address} unavailable: {exc}")
+        return None
 
     # -- publishing -------------------------------------------------------------------------------------
     def publish_encoded(self, entries: Sequence[tuple[str, EncodedFrame]]) -> list[str]:
