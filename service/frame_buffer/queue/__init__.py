@@ -11,6 +11,7 @@ from frame_buffer.queue.base import (
     QueueError,
     QueueSettings,
     QueueStats,
+    StreamWrongType,
 )
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "QueueError",
     "QueueSettings",
     "QueueStats",
+    "StreamWrongType",
     "open_queue",
 ]
 

@@ -65,6 +65,12 @@ class BackpressureTimeout(QueueError):
         self.written = written
 
 
+class StreamWrongType(QueueError):
+    """The stream's key (or its dead-letter key) holds another type of value (Redis WRONGTYPE): a name clash."""
+
+    exit_code = EXIT_CONFIG
+
+
 @dataclass(frozen=True, slots=True)
 class RawEntry:
     """An entry as a backend fetched it, before decoding.
