@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from frame_buffer.errors import EXIT_CONFIG
 from frame_buffer.frame import Frame
-from frame_buffer.queue import BackendUnavailable, BackpressureTimeout, QueueSettings
+from frame_buffer.queue import BackendUnavailable, BackpressureTimeout, QueueSettings, StreamWrongType
 from frame_buffer.queue.redis_streams import RedisStreamsQueue
 from tests.frames import make_frames, pattern
 from tests.servers import RedisServer, free_port, write_malformed_entries
@@ -138,13 +139,48 @@ def test_nack_without_delay_is_redelivered_on_the_next_consume(redis_server: Red
     assert (again.id, again.attempts) == (first.id, 2)
 
 
+WRONG_TYPE = (r"^redis://127\.0\.0\.1:\d+/0: key '{key}' holds a {kind}, not a stream: "
+              r"choose another FRAME_BUFFER_STREAM or delete the key$")
+
+
 def test_stream_key_of_the_wrong_type_is_refused(redis_server: RedisServer) -> None:
-    redis_server.client().set("frame_queue", "not a stream")
+    client = redis_server.client()
+    client.set("frame_queue", "not a stream")
     queue = queue_on(redis_server)
-    with pytest.raises(redis.ResponseError, match=r"WRONGTYPE|key"):
-        queue.consume("g", "c", block_ms=10)
-    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-        queue.trim()  # housekeeping hides outages, not a stream name that points at something else
+    message = WRONG_TYPE.format(key="frame_queue", kind="string")
+    operations = {
+        "publish": lambda: queue.publish(make_frames(1)[0]), "publish_many": lambda: queue.publish_many(make_frames(3)),
+        "consume": lambda: queue.consume("g", "c", block_ms=10), "stats": lambda: queue.stats("g"),
+        "ensure_group": lambda: queue.ensure_group("g"),
+        "trim": queue.trim,  # housekeeping hides outages, not a stream name that points at something else
+    }
+    for name, operation in operations.items():
+        with pytest.raises(StreamWrongType, match=message) as wrong:
+            operation()
+        assert wrong.value.exit_code == EXIT_CONFIG, name
+    client.delete("frame_queue")
+    client.rpush("frame_queue:dlq", "a list")  # the dead-letter stream's key is taken
+    queue = queue_on(redis_server, groups=("g",))
+    client.xadd("frame_queue", {"h": b"not msgpack", "p": b""})
+    message = WRONG_TYPE.format(key="frame_queue:dlq", kind="list")
+    for operation in (lambda: queue.consume("g", "c", block_ms=100), queue.dead_letters, lambda: queue.stats("g")):
+        with pytest.raises(StreamWrongType, match=message):
+            operation()
+    client.delete("frame_queue:dlq")
+    client.hset("frame_queue:dlq", "a", "hash")
+    with pytest.raises(StreamWrongType, match=WRONG_TYPE.format(key="frame_queue:dlq", kind="hash")):
+        queue.purge_dead_letters(["1-0"])
+    client.delete("frame_queue:dlq")
+    restarted = queue_on(redis_server, groups=("g",))  # takes back its pending entry and dead-letters it now
+    assert restarted.consume("g", "c", block_ms=100) == []
+    (letter,) = restarted.dead_letters()
+    assert letter.reason == "bad_header"
+    client.delete("frame_queue")
+    client.set("frame_queue", "taken again")
+    with pytest.raises(StreamWrongType, match=WRONG_TYPE.format(key="frame_queue", kind="string")):
+        queue.replay_dead_letters([letter.id])
+    assert queue.dead_letters() == [letter], "a replay refused by the server leaves the dead letter in place"
+    client.close()
 
 
 def test_trim_keeps_what_a_group_still_needs(redis_server: RedisServer) -> None:

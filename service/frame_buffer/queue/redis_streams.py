@@ -19,6 +19,7 @@ How this backend handles the known Redis Streams pitfalls (see docs/design.md):
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -40,6 +41,7 @@ from frame_buffer.queue.base import (
     QueueSettings,
     QueueStats,
     RawEntry,
+    StreamWrongType,
 )
 from frame_buffer.queue.redis_reader import FrameRESP2Parser
 
@@ -152,9 +154,10 @@ class RedisStreamsQueue(FrameQueue):
 
     def _translate(self, exc: redis.RedisError) -> QueueError | None:
         """The error of ours that ``exc`` stands for, if any."""
-        text = str(exc)
-        # redis-py names the code in ``status_code`` where it maps the reply to a class of its own; a reply
-        # it leaves a plain ResponseError (a queued command of a MULTI, say) starts with the code instead.
+        # A pipeline's error says which command failed first ("Command # 1 (XADD ...) of pipeline caused error:").
+        text = str(exc).rpartition(" of pipeline caused error: ")[2]
+        # redis-py names the code in ``status_code`` where it maps the reply to a class of its own; a reply it
+        # leaves a plain ResponseError (WRONGTYPE) starts with the code instead.
         code = getattr(exc, "status_code", None) or text.partition(" ")[0]
         if code in _REFUSALS or isinstance(exc, (redis.AuthenticationError, redis.exceptions.AuthorizationError)):
             reason = text if text.startswith(str(code)) else f"{code} {text}"
@@ -162,7 +165,36 @@ class RedisStreamsQueue(FrameQueue):
                 f"redis at {self.address} refused {self.display_url}: {reason} (check the user, password and ACL)")
         if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):  # BusyLoadingError (LOADING) included
             return BackendUnavailable(f"redis at {self.address} unavailable: {exc}")
+        if code == "WRONGTYPE":
+            return self._wrong_type()
         return None
+
+    def _not_a_stream(self) -> tuple[str, str] | None:
+        """The first of the stream's two keys (itself, its dead-letter stream) that holds something else, with
+        the type it holds; None when both are streams or absent."""
+        keys = (self._stream, self._dlq)
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.type(key)
+        kinds = [_id_to_str(kind) for kind in pipe.execute()]
+        return next(((key, kind) for key, kind in zip(keys, kinds, strict=True) if kind not in ("stream", "none")),
+                    None)
+
+    def _wrong_type(self) -> StreamWrongType:
+        """The error for a WRONGTYPE reply, naming the key that is not a stream and what it holds."""
+        found = None
+        with contextlib.suppress(redis.RedisError):  # then the report is the WRONGTYPE, told less precisely
+            found = self._not_a_stream()
+        key, kind = found or (self._stream, "value of another type")
+        return StreamWrongType(f"{self.display_url}: key {key!r} holds a {kind}, not a stream: "
+                               "choose another FRAME_BUFFER_STREAM or delete the key")
+
+    def _check_keys(self) -> None:
+        """Refuse before a MULTI that moves an entry between the two keys: WRONGTYPE is an error at EXEC
+        time, which does not abort a transaction, so the XACK or XDEL after a failed XADD would still run and
+        the entry would be lost."""
+        if self._not_a_stream() is not None:
+            raise self._wrong_type()
 
     # -- publishing -------------------------------------------------------------------------------------
     def publish_encoded(self, entries: Sequence[tuple[str, EncodedFrame]]) -> list[str]:
@@ -390,6 +422,7 @@ class RedisStreamsQueue(FrameQueue):
             fields[PAYLOAD] = entry.payload
 
         def move() -> None:
+            self._check_keys()
             pipe = self.client.pipeline(transaction=True)
             pipe.xadd(self._dlq, fields)
             pipe.xack(self._stream, group, entry.id)
@@ -449,6 +482,7 @@ class RedisStreamsQueue(FrameQueue):
             fields = found[0][1]
 
             def move(i: str = entry_id, f: dict[bytes, bytes] = fields) -> None:
+                self._check_keys()
                 pipe = self.client.pipeline(transaction=True)
                 pipe.xadd(self._stream, {HEADER: f.get(HEADER, b""), PAYLOAD: f.get(PAYLOAD, b"")})
                 pipe.xdel(self._dlq, i)
