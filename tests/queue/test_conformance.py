@@ -280,3 +280,26 @@ def test_publish_without_any_group_keeps_frames_bounded_by_max_lag(make_queue: Q
     with pytest.raises(BackpressureTimeout):
         queue.publish(make_frames(1)[0])
     assert len(drain(queue, "first", "c", 5)) == 5
+
+
+#: Dead-letter ids from outside (the CLI, an operator, a script): none is an id of any backend's dead letter.
+HOSTILE_IDS = [
+    "not-an-id", "", "1-2-3", "99999999999999999999999-0", "18446744073709551616-0", "-1-0", " 1-0", "1-0\n",
+    "\uff11-0", "0-0", "18446744073709551615-18446744073709551615", "1", "1-", "-0", "1-0 ", "\x00", "x" * 10_000,
+]
+
+
+def test_hostile_dead_letter_ids_count_as_not_found(make_queue: QueueFactory) -> None:
+    queue = make_queue(groups=("g",))
+    queue.publish_many(make_frames(2))
+    batch = queue.consume("g", "c", count=2, block_ms=1000)
+    for delivery in batch:
+        queue.dead_letter(delivery, "handler_error")
+    first, second = queue.dead_letters()
+    assert queue.replay_dead_letters(HOSTILE_IDS) == 0
+    assert queue.purge_dead_letters(HOSTILE_IDS) == 0
+    assert queue.dead_letters() == [first, second]
+    assert queue.replay_dead_letters([*HOSTILE_IDS, first.id]) == 1
+    assert queue.purge_dead_letters([*HOSTILE_IDS, second.id, second.id]) == 1
+    assert queue.stats("g").dead_letters == 0
+    assert [d.frame.seq for d in drain(queue, "g", "c", 1)] == [batch[0].frame.seq]

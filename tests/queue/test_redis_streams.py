@@ -235,3 +235,10 @@ def test_burst_of_malformed_entries_written_with_redis_cli(redis_server: RedisSe
     print(f"published 1 good + 1000 malformed; delivered {len(delivered)}; dead-lettered {sum(reasons.values())}")
     assert len(delivered) == 1 and stats.dead_letters == 1000 and stats.pending == 0
     assert reasons == {"missing_header": 500, "missing_payload": 250, "bad_header": 250}
+
+
+def test_listing_after_something_that_is_not_an_entry_id(redis_server: RedisServer) -> None:
+    queue = queue_on(redis_server)
+    with pytest.raises(ValueError, match=r"^after: '1-2-3' is not a Redis stream entry id$"):
+        queue.dead_letters(after="1-2-3")
+    assert queue.dead_letters(after="18446744073709551615-18446744073709551615") == []

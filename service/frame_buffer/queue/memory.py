@@ -6,6 +6,7 @@ only way they can share it), so every method takes the instance lock.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -36,12 +37,21 @@ class _Group:
     pel: dict[int, _Pending] = field(default_factory=dict)
 
 
+_DEAD_ID = re.compile(r"([0-9]{1,30})-0")
+
+
 def _entry_id(number: int) -> str:
     return f"{number}-0"
 
 
 def _number(entry_id: str) -> int:
     return int(entry_id.partition("-")[0])
+
+
+def _dead_number(entry_id: object) -> int | None:
+    """The number in a dead letter's id given from outside (the CLI, an operator); None when it is not an id."""
+    match = _DEAD_ID.fullmatch(entry_id) if isinstance(entry_id, str) else None
+    return int(match[1]) if match else None
 
 
 class MemoryQueue(FrameQueue):
@@ -182,7 +192,9 @@ class MemoryQueue(FrameQueue):
     # -- dead letters -----------------------------------------------------------------------------------
     def dead_letters(self, count: int = 100, after: str | None = None) -> list[DeadLetter]:
         """Dead letters in id order."""
-        start = _number(after) if after else 0
+        start = _dead_number(after) if after else 0
+        if start is None:
+            raise ValueError(f"after: {after!r} is not a dead-letter id of the memory backend")
         with self._cond:
             return [letter for n, letter in sorted(self._dlq.items()) if n > start][:count]
 
@@ -191,7 +203,7 @@ class MemoryQueue(FrameQueue):
         replayed = 0
         with self._cond:
             for entry_id in ids:
-                letter = self._dlq.pop(_number(entry_id), None)
+                letter = self._dlq.pop(_dead_number(entry_id) or 0, None)  # numbers start at 1: 0 is none
                 if letter is None:
                     continue
                 self._entries[self._next] = (letter.header or b"", letter.payload or b"")
@@ -207,7 +219,7 @@ class MemoryQueue(FrameQueue):
                 purged = len(self._dlq)
                 self._dlq.clear()
                 return purged
-            return sum(self._dlq.pop(_number(i), None) is not None for i in ids)
+            return sum(self._dlq.pop(_dead_number(i) or 0, None) is not None for i in ids)
 
     def close(self) -> None:
         """Nothing to release."""

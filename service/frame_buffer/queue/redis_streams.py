@@ -20,6 +20,7 @@ How this backend handles the known Redis Streams pitfalls (see docs/design.md):
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -71,6 +72,17 @@ def masked_url(url: str) -> str:
     user = parts.username or ""
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+#: An entry id as Redis writes it: milliseconds and sequence, each an unsigned 64-bit integer.
+_ENTRY_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_MAX_ID_PART = 2**64 - 1
+
+
+def _valid_id(entry_id: object) -> bool:
+    """Whether ``entry_id`` (from outside: the CLI, an operator) is an entry id; Redis refuses other ones."""
+    match = _ENTRY_ID.fullmatch(entry_id) if isinstance(entry_id, str) else None
+    return match is not None and max(int(match[1]), int(match[2])) <= _MAX_ID_PART
 
 
 def _id_to_str(value: bytes | str) -> str:
@@ -455,6 +467,10 @@ class RedisStreamsQueue(FrameQueue):
     # -- dead letters -----------------------------------------------------------------------------------
     def dead_letters(self, count: int = 100, after: str | None = None) -> list[DeadLetter]:
         """XRANGE over the dead-letter stream."""
+        if after and not _valid_id(after):
+            raise ValueError(f"after: {after!r} is not a Redis stream entry id")
+        if after and _parse_id(after) == (_MAX_ID_PART, _MAX_ID_PART):
+            return []  # nothing can follow the largest id (and Redis refuses to start an interval after it)
         start = f"({after}" if after else "-"
         entries = self._call(lambda: self.client.xrange(self._dlq, start, "+", count=count))
         return [self._dead_letter_entry(entry_id, fields) for entry_id, fields in entries]
@@ -476,6 +492,8 @@ class RedisStreamsQueue(FrameQueue):
         """XADD each dead letter back to the stream and XDEL it, in one MULTI each: replayed once."""
         replayed = 0
         for entry_id in ids:
+            if not _valid_id(entry_id):
+                continue  # not an id of this backend: not found
             found = self._call(lambda i=entry_id: self.client.xrange(self._dlq, i, i))  # type: ignore[misc]
             if not found:
                 continue
@@ -502,7 +520,7 @@ class RedisStreamsQueue(FrameQueue):
                 return int(pipe.execute()[0])
 
             return self._call(purge_all)
-        wanted = list(ids)
+        wanted = [entry_id for entry_id in ids if _valid_id(entry_id)]  # other ones are not found
         return int(self._call(lambda: self.client.xdel(self._dlq, *wanted))) if wanted else 0
 
     def close(self) -> None:
