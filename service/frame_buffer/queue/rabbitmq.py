@@ -45,6 +45,7 @@ import pika
 import pika.exceptions
 from pika import spec
 
+from frame_buffer import metrics
 from frame_buffer.codec import EncodedFrame, FrameCodec
 from frame_buffer.queue.base import (
     BackendRefused,
@@ -67,6 +68,7 @@ ATTEMPTS = "x-fb-attempts"
 DELAY_STEPS_MS = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 30_000, 60_000, 300_000, 900_000, 3_600_000)
 _NOT_FOUND = 404
 _ACCESS_REFUSED = 403
+_MAX_COUNT = 2**31
 #: What pika raises when the broker closes the connection while it is being opened: credentials or vhost refused.
 _LOGIN_REFUSED = (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError,
                   pika.exceptions.ProbableAccessDeniedError)
@@ -76,6 +78,17 @@ _instance_ids = itertools.count(1)
 #: (broker, stream, group, consumer name) -> the instance of this process consuming under that name.
 _consumers: dict[tuple[str, str, str, str], weakref.ref[RabbitMQQueue]] = {}
 _consumers_lock = threading.Lock()
+
+
+def _count(value: object) -> int:
+    """A count from a message's headers, which whoever published it set: an int in [0, 2**31), else 0."""
+    return value if type(value) is int and 0 <= value < _MAX_COUNT else 0
+
+
+def _show(value: object) -> str:
+    """A header value for a message: its type and its repr, bounded."""
+    text = repr(value)
+    return f"a {type(value).__name__} ({text[:57] + '...' if len(text) > 60 else text})"
 
 
 def masked_url(url: str) -> str:
@@ -580,31 +593,50 @@ class RabbitMQQueue(FrameQueue):
         def fetch() -> list[RawEntry]:
             sub = self._subscription(group, count)
             self._pump(0)
-            while not sub.buffer and time.monotonic() < deadline:
-                self._pump(deadline - time.monotonic())
-            if sub.fresh and len(sub.buffer) < count:
-                # A new subscription gets a burst of what the queue holds, and the rest of it may still be on
-                # the wire: a round trip on this channel brings it in, so one call returns what the queue had
-                # ready (as XREADGROUP does). Later deliveries arrive as frames are published.
-                sub.channel.basic_qos(prefetch_count=sub.prefetch)
-            sub.fresh = False
             entries: list[RawEntry] = []
-            now = time.monotonic()
-            while sub.buffer and len(entries) < count:
-                method, props, body = sub.buffer.popleft()
-                sub.handed[method.delivery_tag] = now
-                entries.append(self._raw(sub, method, props, body))
-            return entries
+            while True:
+                while not sub.buffer and time.monotonic() < deadline:
+                    self._pump(deadline - time.monotonic())
+                if sub.fresh and len(sub.buffer) < count:
+                    # A new subscription gets a burst of what the queue holds, and the rest of it may still be
+                    # on the wire: a round trip on this channel brings it in, so one call returns what the queue
+                    # had ready (as XREADGROUP does). Later deliveries arrive as frames are published.
+                    sub.channel.basic_qos(prefetch_count=sub.prefetch)
+                sub.fresh = False
+                now = time.monotonic()
+                while sub.buffer and len(entries) < count:
+                    method, props, body = sub.buffer.popleft()
+                    sub.handed[method.delivery_tag] = now
+                    entry, problem = self._raw(sub, method, props, body)
+                    if problem is None:
+                        entries.append(entry)
+                        continue
+                    self._dead_letter(group, entry, "bad_header", problem)
+                    metrics.dead_lettered.labels(reason="bad_header").inc()
+                if entries or time.monotonic() >= deadline:  # else all were dead-lettered: wait on
+                    return entries
 
         return self._call(fetch)
 
     @staticmethod
-    def _raw(sub: _Subscription, method: Any, props: Any, body: bytes) -> RawEntry:
-        headers = props.headers or {}
-        returns = int(headers.get("x-delivery-count", int(method.redelivered)))
-        attempts = int(headers.get(ATTEMPTS, 0)) + returns + 1
-        entry_id = props.message_id or f"tag-{method.delivery_tag}"
-        return RawEntry(entry_id, headers.get(HEADER), body, attempts, _Token(sub, method.delivery_tag))
+    def _raw(sub: _Subscription, method: Any, props: Any, body: bytes) -> tuple[RawEntry, str | None]:
+        """The entry a delivery carries, and what is wrong with its AMQP header ``h`` if it is not bytes.
+
+        Anyone who can publish to the exchange sets these headers: ``x-fb-attempts`` and ``x-delivery-count``
+        count only as ints in [0, 2**31) and ``h`` only as a byte array or long string (which pika decodes to
+        ``str`` when it is UTF-8, so it is encoded back: the bytes are the ones sent).
+        """
+        headers = props.headers if isinstance(props.headers, dict) else {}
+        returns = _count(headers.get("x-delivery-count")) or int(method.redelivered)
+        attempts = _count(headers.get(ATTEMPTS)) + returns + 1
+        entry_id = props.message_id if isinstance(props.message_id, str) and props.message_id else None
+        header, problem = headers.get(HEADER), None
+        if isinstance(header, str):
+            header = header.encode()
+        elif header is not None and not isinstance(header, bytes):
+            header, problem = None, f"AMQP header h is {_show(header)}, not a byte array or long string"
+        token = _Token(sub, method.delivery_tag)
+        return RawEntry(entry_id or f"tag-{method.delivery_tag}", header, body, attempts, token), problem
 
     def _live(self, token: _Token) -> bool:
         """Whether the delivery can still be acked: its channel is the current one (else it was requeued)."""
