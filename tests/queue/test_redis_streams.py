@@ -11,7 +11,7 @@ import redis
 
 from frame_buffer.errors import EXIT_CONFIG
 from frame_buffer.frame import Frame
-from frame_buffer.queue import BackendUnavailable, BackpressureTimeout, QueueSettings, StreamWrongType
+from frame_buffer.queue import BackendUnavailable, BackpressureTimeout, QueueError, QueueSettings, StreamWrongType
 from frame_buffer.queue.redis_streams import RedisStreamsQueue
 from tests.frames import make_frames, pattern
 from tests.servers import RedisServer, free_port, write_malformed_entries
@@ -242,3 +242,32 @@ def test_listing_after_something_that_is_not_an_entry_id(redis_server: RedisServ
     with pytest.raises(ValueError, match=r"^after: '1-2-3' is not a Redis stream entry id$"):
         queue.dead_letters(after="1-2-3")
     assert queue.dead_letters(after="18446744073709551615-18446744073709551615") == []
+
+
+def test_hostile_entries_written_with_raw_xadd_are_dead_lettered(redis_server: RedisServer) -> None:
+    queue = queue_on(redis_server, stream="s", groups=("g",))
+    client = redis_server.client()
+    queue.publish(make_frames(1)[0])
+    hostile = [
+        ({"x": "y"}, "missing_header"),  # neither field
+        ({"h": "", "p": ""}, "bad_header"),  # both empty
+        ({"h": b"\x00" * 40_000, "p": b"\x01" * 40_000}, "bad_header"),  # large: received into buffers of their own
+        ({"h": "5", "p": "5", "H": "x", "P": "y"}, "bad_header"),  # a msgpack int; field names are case-sensitive
+        ({"p": b"oldest", "h2": b""}, "missing_header"),
+    ]
+    for fields, _reason in hostile:
+        client.xadd("s", fields)
+    client.xadd("s", {"p": b"last"}, id="18446744073709551615-18446744073709551615")  # no id can follow it
+    got = queue.consume("g", "c", count=50, block_ms=100)
+    queue.ack(got)
+    assert [d.frame.seq for d in got] == [0]
+    letters = queue.dead_letters()
+    assert [x.reason for x in letters] == [reason for _f, reason in hostile] + ["missing_header"]
+    assert letters[-1].original_id == "18446744073709551615-18446744073709551615"
+    assert bytes(letters[2].payload or b"") == b"\x01" * 40_000
+    queue.trim()  # the first id a group has not seen is past the largest one: nothing pending is trimmed
+    assert queue.stats("g").pending == 0
+    with pytest.raises(QueueError, match=r"^redis://127\.0\.0\.1:\d+/0: stream 's' or 's:dlq' holds an entry with "
+                       "the largest possible id"):
+        queue.publish(make_frames(1)[0])
+    client.close()

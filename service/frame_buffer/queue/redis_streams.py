@@ -179,6 +179,10 @@ class RedisStreamsQueue(FrameQueue):
             return BackendUnavailable(f"redis at {self.address} unavailable: {exc}")
         if code == "WRONGTYPE":
             return self._wrong_type()
+        if "exhausted the last possible ID" in text:  # someone wrote an entry with the largest id (raw XADD)
+            return QueueError(f"{self.display_url}: stream {self._stream!r} or {self._dlq!r} holds an entry with "
+                              "the largest possible id, after which nothing can be added: delete that key or "
+                              "choose another FRAME_BUFFER_STREAM")
         return None
 
     def _not_a_stream(self) -> tuple[str, str] | None:
@@ -301,9 +305,9 @@ class RedisStreamsQueue(FrameQueue):
         # Asked even when XINFO said nothing is pending: entries may have been acked or delivered since.
         pipe = self.client.pipeline(transaction=False)
         for group in groups:
-            last = _parse_id(_id_to_str(group["last-delivered-id"]))
-            # The entry after last-delivered is the first one the group has not seen.
-            needed.append((last[0], last[1] + 1))
+            ms, seq = _parse_id(_id_to_str(group["last-delivered-id"]))
+            # The entry after last-delivered is the first one the group has not seen (none after the largest id).
+            needed.append((ms, seq + 1) if seq < _MAX_ID_PART else (ms + 1, 0) if ms < _MAX_ID_PART else (ms, seq))
             pipe.xpending(self._stream, group["name"])
         for summary in pipe.execute():
             if summary["min"] is not None:
