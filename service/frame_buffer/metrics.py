@@ -1,7 +1,8 @@
 """Every Prometheus metric of the service, in one place, all named ``frame_queue_*``.
 
 Label sets are bounded: ``camera`` comes from configuration (one per source), ``group`` from the
-configured consumer groups, ``reason`` from the fixed sets below. The dashboards in ``dashboards/`` and
+configured consumer groups, ``thread`` from the threads the service starts (one per worker and source, and
+``publisher``, ``stats``, ``http``), ``reason`` from the fixed sets below. The dashboards in ``dashboards/`` and
 the alert rules query exactly these names; ``tests/dashboards`` checks that each query returns data.
 """
 
@@ -55,6 +56,12 @@ publish_errors = Counter(
 )
 source_gaps = Counter(
     "frame_queue_source_gaps", "Interruptions of a frame source (RTSP reconnects, ...).", ["camera"],
+    registry=REGISTRY,
+)
+thread_restarts = Counter(
+    "frame_queue_thread_restarts",
+    "Service threads (worker, source, publisher, stats, http) that died and were restarted, by thread.",
+    ["thread"],
     registry=REGISTRY,
 )
 

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,49 +12,8 @@ import redis
 
 from frame_buffer.wake_latency import current_bound_us
 from tests.conftest import REDIS_URL
-from tests.servers import RedisServer, free_port, wait_until
-
-FRAME_BUFFER = str(Path(sys.executable).with_name("frame-buffer"))
-
-
-class RunningService:
-    """A ``frame-buffer run`` process with JSON logs captured to a file."""
-
-    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.log_path = tmp / "service.log"
-        self.env = {**os.environ, "FRAME_BUFFER_HTTP_PORT": str(self.port), "FRAME_BUFFER_HTTP_HOST": "127.0.0.1",
-                    "FRAME_BUFFER_LOG_FORMAT": "json", "FRAME_BUFFER_CONSUMER_PREFIX": "svc-test", **env}
-        with self.log_path.open("w") as log:
-            self.process = subprocess.Popen([FRAME_BUFFER, "run"], env=self.env, stdout=log, stderr=log)
-        wait_until(lambda: self.get("/healthz")[0] == 200, 30, "the service's /healthz")
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    def metric(self, name: str) -> float:
-        """Sum of all samples of ``name`` on /metrics."""
-        _, text = self.get("/metrics")
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith(name) and (line[len(name)] in " {"))
-
-    def events(self) -> list[dict[str, str]]:
-        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
-
-    def terminate(self, timeout: float = 60) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
-
-
-@pytest.fixture
-def service_env(stream_name: str) -> Iterator[dict[str, str]]:
-    yield {"FRAME_BUFFER_STREAM": stream_name, "FRAME_BUFFER_REDIS_URL": REDIS_URL}
-    client = redis.Redis.from_url(REDIS_URL)
-    client.delete(stream_name, f"{stream_name}:dlq")
+from tests.servers import RedisServer, wait_until
+from tests.service.running import FRAME_BUFFER, RunningService
 
 
 def test_sigterm_mid_stream_loses_nothing_and_leaves_nothing_pending(

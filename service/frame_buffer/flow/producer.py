@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from frame_buffer import metrics
 from frame_buffer.codec import FrameCodec
@@ -40,6 +40,21 @@ log = logging.getLogger("frame_buffer.producer")
 
 #: Longest the publisher sleeps without looking at its state again (close, cool-down ends).
 _IDLE_WAIT_S = 0.1
+
+
+class Beats(Protocol):
+    """A heartbeat (``supervisor.Heartbeat``): the publisher beats it on every round."""
+
+    def beat(self) -> None: ...
+
+
+#: Starts a supervised loop: ``spawn(name, loop, stop)``, as ``supervisor.Supervisor.spawn`` does.
+Spawn = Callable[[str, Callable[[Beats], object], threading.Event], threading.Thread]
+
+
+class _NoBeat:
+    def beat(self) -> None:
+        """Nobody watches an unsupervised publisher's progress."""
 
 
 class Producer:
@@ -58,6 +73,8 @@ class Producer:
         breaker: the circuit breaker around the backend; a default one exports the breaker metrics.
         codec: encodes frames at submit (so a frame that cannot be encoded is refused to the caller, and
             the budget counts the bytes actually held); use the queue's codec settings.
+        spawn: starts the publisher thread under a supervisor (restarted if it dies, its progress watched);
+            by default a plain thread.
     """
 
     def __init__(
@@ -72,6 +89,7 @@ class Producer:
         batch: int = 32,
         breaker: CircuitBreaker | None = None,
         codec: FrameCodec | None = None,
+        spawn: Spawn | None = None,
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch: must be at least 1, got {batch}")
@@ -96,8 +114,12 @@ class Producer:
         self.publish_failures = 0
         self.backpressure_waits = 0  # publish calls the backend answered with BackpressureTimeout
         self._update_gauges()
-        self._thread = threading.Thread(target=self._run, name="frame-publisher", daemon=True)
-        self._thread.start()
+        self._stopped = threading.Event()  # set with _stop: a supervisor restarts the publisher until then
+        if spawn is None:
+            self._thread = threading.Thread(target=self._run_alone, name="frame-publisher", daemon=True)
+            self._thread.start()
+        else:
+            self._thread = spawn("publisher", self._run, self._stopped)
 
     # -- source side ------------------------------------------------------------------------------------
     def submit(self, frame: Frame) -> bool:
@@ -139,6 +161,7 @@ class Producer:
         self.flush(timeout_s)
         with self._cond:
             self._stop = True
+            self._stopped.set()
             self._cond.notify_all()
         self._thread.join(max(timeout_s, 1.0))
         with self._cond:
@@ -188,11 +211,14 @@ class Producer:
         metrics.buffer_frames.set(len(self.buffer))
         metrics.buffer_bytes.set(self.budget.used - self.spool.bytes)
 
-    def _run(self) -> None:
+    def _run(self, heartbeat: Beats) -> None:
+        self._probe()
+        while self._step():
+            heartbeat.beat()
+
+    def _run_alone(self) -> None:
         try:
-            self._probe()
-            while self._step():
-                pass
+            self._run(_NoBeat())
         except Exception:  # pragma: no cover - a bug; flush() and close() notice the dead thread
             log.exception("publisher thread crashed")
             raise
@@ -207,10 +233,11 @@ class Producer:
     def _step(self) -> bool:
         """One round: take the oldest frames, publish or spool them; False when it is time to stop."""
         with self._cond:
-            while not self._held():
+            if not self._held():
                 if self._stop:
                     return False
                 self._cond.wait(_IDLE_WAIT_S)
+                return True  # a round without work: the caller beats the heartbeat
             if self._stop:  # close() gave up flushing: frames left are counted by close()
                 return False
             if not self.breaker.allow():

@@ -22,6 +22,10 @@ from frame_buffer.queue import BackendUnavailable, Delivery, FrameQueue
 log = logging.getLogger("frame_buffer.worker")
 
 
+def _no_beat() -> None:
+    """The heartbeat of an unsupervised worker."""
+
+
 class Worker:
     """One consumer of one group; run it in its own thread or process.
 
@@ -60,6 +64,7 @@ class Worker:
         self.redelivered = 0
         self.dead_lettered = 0
         self.handler_errors = 0
+        self._beat: Callable[[], None] = _no_beat
 
     def summary(self) -> dict[str, int]:
         """What this worker did so far (handler-level dead letters only: undecodable entries are
@@ -69,10 +74,18 @@ class Worker:
             "dead_lettered": self.dead_lettered, "handler_errors": self.handler_errors,
         }
 
-    def run(self, stop: threading.Event) -> None:
-        """Consume until ``stop`` is set; the batch in hand when it is set is finished and acked."""
+    def run(self, stop: threading.Event, beat: Callable[[], None] | None = None) -> None:
+        """Consume until ``stop`` is set; the batch in hand when it is set is finished and acked.
+
+        ``beat`` is called on every round and after every frame handled: a supervisor that sees no beat for
+        long knows the handler (or a backend call) hangs. An exception that is not an ``Exception`` (a
+        handler's ``SystemExit``, say) ends this call with the batch in hand unacked: it stays pending for
+        this consumer name, which takes it back when run again.
+        """
+        self._beat = beat or _no_beat
         try:
             while not stop.is_set():
+                self._beat()
                 if not self.breaker.allow():
                     stop.wait(max(self.breaker.remaining_cooldown(), 0.001))
                     continue
@@ -107,6 +120,8 @@ class Worker:
                 self.handler_errors += 1
                 self._failed(queue, delivery, exc)
                 continue
+            finally:
+                self._beat()
             done.append(delivery)
         if done:
             queue.ack(done)

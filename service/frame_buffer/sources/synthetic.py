@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import numpy.typing as npt
@@ -12,6 +13,8 @@ from frame_buffer.frame import Frame
 
 #: Distinct frames precomputed per source; each frame is one step of the moving pattern.
 PATTERN_PHASES = 16
+#: Longest pacing wait without a heartbeat (a slow source must not look stuck to the supervisor).
+BEAT_EVERY_S = 1.0
 
 
 def test_pattern(shape: tuple[int, ...], phase: int) -> npt.NDArray[np.uint8]:
@@ -33,22 +36,32 @@ class SyntheticSource:
         fps: target rate; the iterator sleeps to keep it and catches up after a stall.
         shape: frame shape, e.g. (480, 640, 3).
         count: stop after this many frames (None = never).
+        stop: ends the iteration at once, also in the middle of a pacing wait.
+        beat: called at least every :data:`BEAT_EVERY_S` while waiting (the supervisor's heartbeat).
     """
 
     def __init__(self, camera: str, fps: float = 30.0, shape: tuple[int, ...] = (480, 640, 3),
-                 count: int | None = None) -> None:
+                 count: int | None = None, *, stop: threading.Event | None = None,
+                 beat: Callable[[], None] | None = None) -> None:
         self.camera = camera
         self.fps = fps
         self.count = count
+        self.stop = stop or threading.Event()
+        self.beat = beat or (lambda: None)
         self.phases = [test_pattern(shape, phase) for phase in range(PATTERN_PHASES)]
+        #: Sequence number of the next frame: iterating again (a restarted thread) continues the numbering.
+        self.next_seq = 0
 
     def __iter__(self) -> Iterator[Frame]:
         start = time.monotonic()
-        seq = 0
-        while self.count is None or seq < self.count:
+        first = self.next_seq
+        while (self.count is None or self.next_seq < self.count) and not self.stop.is_set():
+            seq = self.next_seq
             if self.fps > 0:
-                delay = start + seq / self.fps - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+                due = start + (seq - first) / self.fps
+                while (delay := due - time.monotonic()) > 0:
+                    if self.stop.wait(min(delay, BEAT_EVERY_S)):
+                        return
+                    self.beat()
+            self.next_seq = seq + 1
             yield Frame(self.camera, seq, self.phases[seq % PATTERN_PHASES])
-            seq += 1
