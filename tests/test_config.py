@@ -68,3 +68,124 @@ def test_source_specs_parse_and_refuse_nonsense() -> None:
     assert parse_size("640x480") == (480, 640)
     with pytest.raises(ConfigError, match="WIDTHxHEIGHT"):
         parse_size("big")
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"FRAME_BUFFER_PUBLISH_TIMEOUT_S": "-1"}, "FRAME_BUFFER_PUBLISH_TIMEOUT_S: must not be negative, got -1.0"),
+        ({"FRAME_BUFFER_RETRY_BASE_S": "-1"}, "FRAME_BUFFER_RETRY_BASE_S: must not be negative"),
+        ({"FRAME_BUFFER_RETRY_CAP_S": "-1"}, "FRAME_BUFFER_RETRY_CAP_S: must not be negative"),
+        ({"FRAME_BUFFER_RETRY_CAP_S": "0.05"},
+         "FRAME_BUFFER_RETRY_CAP_S: retry_cap_s 0.05 must be at least retry_base_s"),
+        ({"FRAME_BUFFER_RETRY_BASE_S": "20"}, "FRAME_BUFFER_RETRY_BASE_S: retry_cap_s 10.0 must be at least"),
+        ({"FRAME_BUFFER_DRAIN_TIMEOUT_S": "0"}, "FRAME_BUFFER_DRAIN_TIMEOUT_S: must be positive"),
+        ({"FRAME_BUFFER_STALL_TIMEOUT_S": "-3"}, "FRAME_BUFFER_STALL_TIMEOUT_S: must be positive"),
+        ({"FRAME_BUFFER_PUBLISH_TIMEOUT_S": "nan"}, "FRAME_BUFFER_PUBLISH_TIMEOUT_S: must be a finite number"),
+        ({"FRAME_BUFFER_DRAIN_TIMEOUT_S": "inf"}, "FRAME_BUFFER_DRAIN_TIMEOUT_S: must be a finite number"),
+        ({"FRAME_BUFFER_PUBLISH_TIMEOUT_S": "1e9"}, "FRAME_BUFFER_PUBLISH_TIMEOUT_S: must be at most 86400"),
+        ({"FRAME_BUFFER_MAX_LAG": "5.5"}, "FRAME_BUFFER_MAX_LAG: must be an integer, got '5.5'"),
+        ({"FRAME_BUFFER_MAX_LAG": "99999999999999999999"}, "FRAME_BUFFER_MAX_LAG: must be at most 1000000000"),
+        ({"FRAME_BUFFER_WORKERS": "9" * 5000}, r"FRAME_BUFFER_WORKERS: must be an integer, got '9{59}\.\.\.' \(5000"),
+        ({"FRAME_BUFFER_MAX_FRAME_BYTES": str(2**30)}, "FRAME_BUFFER_MAX_FRAME_BYTES: must be at most 536870912"),
+        ({"FRAME_BUFFER_STREAM": "a b"}, "FRAME_BUFFER_STREAM: must not contain spaces or control characters"),
+        ({"FRAME_BUFFER_GROUP": "g" * 201}, "FRAME_BUFFER_GROUP: must be at most 200 bytes"),
+        ({"FRAME_BUFFER_HTTP_HOST": "999.1.1.1"}, "FRAME_BUFFER_HTTP_HOST: must be an IP address or a host name"),
+        ({"FRAME_BUFFER_REDIS_URL": "redis://127.0.0.1:notaport/0"},
+         "FRAME_BUFFER_REDIS_URL: port must be an integer 1 to 65535, got 'notaport'"),
+        ({"FRAME_BUFFER_REDIS_URL": "redis://127.0.0.1:0/0"}, "FRAME_BUFFER_REDIS_URL: port must be 1 to 65535, got 0"),
+        ({"FRAME_BUFFER_REDIS_URL": "redis://h:6379/zero"}, "FRAME_BUFFER_REDIS_URL: the database after the port must"),
+        ({"FRAME_BUFFER_REDIS_URL": "redis://"}, "FRAME_BUFFER_REDIS_URL: needs a host"),
+        ({"FRAME_BUFFER_REDIS_URL": "redis://:s3cret@h:70000/0"}, r"got 70000 in 'redis://:\*\*\*@h:70000/0'"),
+        ({"FRAME_BUFFER_AMQP_URL": "amqp://guest:guest@h:99999/%2F"}, "FRAME_BUFFER_AMQP_URL: port must be 1 to 65535"),
+        ({"FRAME_BUFFER_MAX_LAGG": "5"},
+         r"FRAME_BUFFER_MAX_LAGG: no such setting \(did you mean FRAME_BUFFER_MAX_LAG\?\)"),
+        ({"FRAME_BUFFER_REQUIRE_DEPLOY": "1"}, "FRAME_BUFFER_REQUIRE_DEPLOY: no such setting"),
+    ],
+)
+def test_out_of_range_and_malformed_values_are_refused_naming_the_variable(environ: dict[str, str],
+                                                                           message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.load(environ=environ)
+
+
+def test_urls_hosts_and_names_that_are_fine_are_taken() -> None:
+    settings = Settings.load(environ={
+        "FRAME_BUFFER_REDIS_URL": "redis://:p%2Fw@redis_1:6380/3", "FRAME_BUFFER_AMQP_URL": "amqps://u:p@[::1]/vh",
+        "FRAME_BUFFER_HTTP_HOST": "::", "FRAME_BUFFER_STREAM": "caméra:hall"})
+    assert settings.redis_url.endswith("/3") and settings.http_host == "::" and settings.stream == "caméra:hall"
+    assert Settings.load(environ={"FRAME_BUFFER_REDIS_URL": "unix:///run/redis.sock"}).redis_url.startswith("unix")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("max_lag: 5.5\n", "max_lag: must be an integer, got 5.5"),
+        ("max_lag: 5.0\n", "max_lag: must be an integer, got 5.0"),
+        ("workers: true\n", "workers: must be an integer, got True"),
+        ("workers: -1\n", "workers: must be positive, got -1"),
+        ("publish_timeout_s: false\n", "publish_timeout_s: must be a number, got False"),
+        ("publish_timeout_s: .inf\n", "publish_timeout_s: must be a finite number"),
+        ("stream: [a, b]\n", "stream: must be a string, got"),
+        ("stream:\n", "stream: must be a string, got None"),
+        ("sources: {a: 1}\n", "sources: must be a list of strings"),
+        ("compress: maybe\n", "compress: must be a boolean"),
+        ("max_lagg: 3\n", r"unknown setting 'max_lagg' \(did you mean max_lag\?\)"),
+        ("a: [\n", "not valid YAML: line 2 column 1"),
+        ("- a\n- b\n", "must be a mapping of setting names to values, got a list"),
+        ("just text\n", "must be a mapping of setting names to values, got a str"),
+    ],
+)
+def test_yaml_values_are_typed_and_named_by_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=message) as caught:
+        Settings.load(config, environ={})
+    assert str(caught.value).startswith(f"{config}") or str(caught.value).startswith(f"config file {config}")
+    assert "FRAME_BUFFER_" not in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_yaml_range_error_names_the_file_and_key_not_the_variable(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text("workers: -1\n")
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(config, environ={})
+    assert str(caught.value) == f"{config}: workers: must be positive, got -1"
+
+
+def test_the_flag_is_named_for_a_command_line_value_and_the_variable_otherwise() -> None:
+    with pytest.raises(ConfigError, match=r"^--redis-url: port must be"):
+        Settings.load(environ={}, overrides={"redis_url": "redis://h:notaport/0"})
+    with pytest.raises(ConfigError, match=r"^--source: must be printable"):
+        Settings.load(environ={}, overrides={"sources": ("synthetic:\x01",)}, labels={"sources": "--source"})
+    # retry_cap_s is checked against retry_base_s: the one the user set is named.
+    with pytest.raises(ConfigError, match=r"^FRAME_BUFFER_RETRY_BASE_S: retry_cap_s"):
+        Settings.load(environ={"FRAME_BUFFER_RETRY_BASE_S": "11"})
+
+
+@pytest.mark.parametrize("kind", ["directory", "binary", "missing", "empty name"])
+def test_a_config_file_that_cannot_be_read_is_one_line_naming_it(tmp_path: Path, kind: str) -> None:
+    path = {"directory": tmp_path, "binary": tmp_path / "x.yml", "missing": tmp_path / "missing.yml",
+            "empty name": ""}[kind]
+    (tmp_path / "x.yml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(path, environ={})
+    message = str(caught.value)
+    assert message.startswith("config file") and "\n" not in message
+    assert {"directory": "Is a directory", "binary": "not UTF-8 text (byte 0x89 at offset 0)",
+            "missing": "No such file", "empty name": "the name is empty"}[kind] in message
+
+
+def test_the_config_variable_is_the_one_non_setting_variable(tmp_path: Path) -> None:
+    config = tmp_path / "fb.yml"
+    config.write_text("workers: 3\n")
+    assert Settings.load(environ={"FRAME_BUFFER_CONFIG": str(config)}).workers == 3
+
+
+def test_a_float_setting_takes_an_integer_from_yaml(tmp_path: Path) -> None:
+    config = tmp_path / "fb.yml"
+    config.write_text("publish_timeout_s: 2\nstall_timeout_s: 0.5\n")
+    settings = Settings.load(config, environ={})
+    assert (settings.publish_timeout_s, settings.stall_timeout_s) == (2.0, 0.5)
+    assert Settings.load(environ={}).stall_timeout_s == 60.0
