@@ -31,13 +31,14 @@ from typing import Any
 import numpy as np
 import redis
 
+from frame_buffer.cli import choices_list, integer, number, url
 from frame_buffer.codec import FrameCodec
-from frame_buffer.config import ConfigError
+from frame_buffer.config import ConfigError, amqp_url_problem, redis_url_problem
 from frame_buffer.frame import Frame
 from frame_buffer.queue import FrameQueue, QueueSettings, open_queue
 from frame_buffer.sources.synthetic import test_pattern
 from frame_buffer.stats import percentiles_ms
-from frame_buffer.wake_latency import WakeLatencyRequest, WakeLatencyUnavailable, idle_governor
+from frame_buffer.wake_latency import NO_BOUND_US, WakeLatencyRequest, WakeLatencyUnavailable, idle_governor
 
 SIZES: dict[str, tuple[int, ...] | int] = {
     "100KB": 100 * 1024, "640x480x3": (480, 640, 3), "1920x1080x3": (1080, 1920, 3),
@@ -67,17 +68,24 @@ class Row:
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("bench", help="measure backends against raw-client baselines")
-    parser.add_argument("--backends", default="redis", help="comma-separated: redis, rabbitmq")
-    parser.add_argument("--sizes", default=",".join(SIZES), help=f"comma-separated of {', '.join(SIZES)}")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/%2F")
-    parser.add_argument("--batch", type=int, default=16, help="frames per publish / consume call")
-    parser.add_argument("--rate", type=float, default=1000.0, help="paced rate of the latency run (frames/s)")
-    parser.add_argument("--latency-seconds", type=float, default=3.0, help="length of each latency run")
-    parser.add_argument("--repeat", type=int, default=3,
+    parser.add_argument("--backends", type=choices_list(("redis", "rabbitmq")), default="redis",
+                        help="comma-separated: redis, rabbitmq")
+    parser.add_argument("--sizes", type=choices_list(tuple(SIZES)), default=",".join(SIZES),
+                        help=f"comma-separated of {', '.join(SIZES)}")
+    parser.add_argument("--redis-url", type=url(redis_url_problem), default="redis://127.0.0.1:6379/0",
+                        help="Redis server (FRAME_BUFFER_* settings do not apply to bench)")
+    parser.add_argument("--amqp-url", type=url(amqp_url_problem), default="amqp://guest:guest@127.0.0.1:5672/%2F",
+                        help="RabbitMQ broker")
+    parser.add_argument("--batch", type=integer(1, 10_000), default=16, help="frames per publish / consume call")
+    parser.add_argument("--rate", type=number(0, 1e6, low_open=True), default=1000.0,
+                        help="paced rate of the latency run (frames/s)")
+    parser.add_argument("--latency-seconds", type=number(0, 3600, low_open=True), default=3.0,
+                        help="length of each latency run")
+    parser.add_argument("--repeat", type=integer(1, 100), default=3,
                         help="throughput and latency runs per case, alternated with the baseline; the best counts")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply the frame counts (quick runs: 0.1)")
-    parser.add_argument("--cpu-wake-latency-us", type=int,
+    parser.add_argument("--scale", type=number(0, 100, low_open=True), default=1.0,
+                        help="multiply the frame counts (quick runs: 0.1)")
+    parser.add_argument("--cpu-wake-latency-us", type=integer(0, NO_BOUND_US),
                         help="hold this bound on idle CPUs' wake-up latency during the run (0: they poll; root)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON on the last line")
     parser.set_defaults(func=run)
@@ -342,9 +350,6 @@ def _cleanup(backend: str, args: argparse.Namespace, stream: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for size in args.sizes.split(","):
-        if size not in SIZES:
-            raise SystemExit(f"frame-buffer bench: unknown size {size!r}; choose from {', '.join(SIZES)}")
     wake_latency = None
     if args.cpu_wake_latency_us is not None:
         try:
@@ -352,8 +357,7 @@ def run(args: argparse.Namespace) -> int:
         except (WakeLatencyUnavailable, ValueError) as exc:
             raise ConfigError(f"--cpu-wake-latency-us: {exc}") from exc
     try:  # the spawned producers run while this process holds the request: it bounds every CPU alike
-        rows = [_measure(backend, size, args) for backend in args.backends.split(",")
-                for size in args.sizes.split(",")]
+        rows = [_measure(backend, size, args) for backend in args.backends for size in args.sizes]
         codec = codec_timings()
     finally:
         if wake_latency is not None:

@@ -2,6 +2,11 @@
 
 Backend choice: Redis on the configured url if it answers; otherwise a throwaway ``redis-server`` on a free
 port if the binary exists; otherwise the in-memory backend. The choice is printed.
+
+Frames go through the service's producer stack (adaptive buffer, breaker, spool), so the memory budget and
+the frame size limit apply as they do in the service. The progress line counts frames out before frames in,
+so out never shows above in. At the end the demo deletes the stream and dead letters it created, and leaves
+alone whatever existed before it started.
 """
 
 from __future__ import annotations
@@ -19,25 +24,39 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import pika
+import pika.exceptions
 import redis
 
-from frame_buffer.cli import add_queue_options, queue_from, settings_from
+from frame_buffer.cli import (
+    add_queue_options,
+    address,
+    check_frame_size,
+    frame_size,
+    integer,
+    number,
+    queue_from,
+    settings_from,
+)
 from frame_buffer.config import Settings
+from frame_buffer.flow.producer import Producer
 from frame_buffer.frame import Frame
-from frame_buffer.queue import FrameQueue
-from frame_buffer.sources import parse_size
+from frame_buffer.queue import BackendRefused, BackendUnavailable, FrameQueue, QueueSettings
 from frame_buffer.sources.synthetic import SyntheticSource
 from frame_buffer.stats import percentiles_ms
+
+GROUP = "demo"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("demo", help="producer and consumers together, with a final audit")
     add_queue_options(parser)
-    parser.add_argument("--fps", type=float, default=200.0, help="frames per second per camera")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds of publishing")
-    parser.add_argument("--size", default="640x480", help="frame size WIDTHxHEIGHT")
-    parser.add_argument("--cameras", type=int, default=2)
-    parser.add_argument("--consumers", type=int, default=2)
+    parser.add_argument("--fps", type=number(0, 100_000, low_open=True), default=200.0,
+                        help="frames per second per camera")
+    parser.add_argument("--duration", type=number(0, 3600, low_open=True), default=5.0, help="seconds of publishing")
+    parser.add_argument("--size", type=frame_size, default="640x480", help="frame size WIDTHxHEIGHT")
+    parser.add_argument("--cameras", type=integer(1, 64), default=2, help="cameras, one thread each")
+    parser.add_argument("--consumers", type=integer(1, 64), default=2, help="consumer threads")
     parser.set_defaults(func=run)
 
 
@@ -49,6 +68,10 @@ class Audit:
     latencies_ms: list[float] = field(default_factory=list)
     nbytes: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def unique(self) -> int:
+        with self.lock:
+            return len(self.seen)
 
 
 def _redis_answers(url: str) -> bool:
@@ -81,7 +104,7 @@ def _choose_backend(settings: Settings, explicit: bool) -> Iterator[tuple[Settin
             deadline = time.monotonic() + 10
             while not _redis_answers(url):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"throwaway redis-server on port {port} did not start")
+                    raise BackendUnavailable(f"the throwaway redis-server on port {port} did not start in 10 s")
                 time.sleep(0.05)
             yield settings.replace(redis_url=url), f"redis (throwaway redis-server on {url})"
         finally:
@@ -90,67 +113,104 @@ def _choose_backend(settings: Settings, explicit: bool) -> Iterator[tuple[Settin
 
 
 def run(args: argparse.Namespace) -> int:
-    base = settings_from(args).replace(stream=args.stream or "frame_queue_demo", group="demo")
+    base = settings_from(args).replace(stream=args.stream or "frame_queue_demo", group=GROUP)
+    check_frame_size(base, (*args.size, 3))
     with _choose_backend(base, explicit=args.backend is not None) as (settings, why):
         print(f"demo: backend {why}, stream {settings.stream}", flush=True)
+        existed = _existing(settings)
+        print(f"demo: declares group {GROUP!r} on {settings.backend}:{settings.stream} and consumes it with "
+              f"{args.consumers} consumer(s); "
+              + (f"leaves {', '.join(sorted(existed))} as found" if existed else "deletes the stream at the end"),
+              file=sys.stderr, flush=True)
         shared: FrameQueue | None = queue_from(settings) if settings.backend == "memory" else None
 
         def open_queue() -> FrameQueue:
             return shared if shared is not None else queue_from(settings)
 
-        return _run(args, settings, open_queue)
+        try:
+            return _run(args, settings, open_queue)
+        finally:
+            _delete_created(settings, existed)
 
 
 def _run(args: argparse.Namespace, settings: Settings, open_queue: Callable[[], FrameQueue]) -> int:
-    shape = (*parse_size(args.size), 3)
+    shape = (*args.size, 3)
     audit = Audit()
-    published = Counter[str]()
     stop = threading.Event()
+    failures: list[BaseException] = []
+    producer = Producer(open_queue, policy=settings.policy, budget_bytes=settings.buffer_budget_bytes,
+                        block_timeout_s=settings.publish_timeout_s, codec=settings.codec())
 
     def produce(camera: str) -> None:
-        queue = open_queue()
-        source = SyntheticSource(camera, fps=args.fps, shape=shape, count=int(args.fps * args.duration))
-        for frame in source:
-            queue.publish(Frame(frame.camera, frame.seq, frame.data))  # stamped now: latency from publish
-            published[camera] += 1
+        try:
+            for frame in SyntheticSource(camera, fps=args.fps, shape=shape, count=int(args.fps * args.duration),
+                                         stop=stop):
+                producer.submit(Frame(frame.camera, frame.seq, frame.data))  # stamped now: latency from submit
+        except Exception as exc:  # reported by the main thread, which stops the demo
+            failures.append(exc)
+            stop.set()
 
     def consume(index: int) -> None:
-        queue = open_queue()
-        while not stop.is_set():
-            batch = queue.consume(settings.group, f"demo-{index}", count=16, block_ms=100)
-            wall = time.time_ns()
-            with audit.lock:
-                for delivery in batch:
-                    audit.seen[(delivery.frame.camera, delivery.frame.seq)] += 1
-                    audit.latencies_ms.append((wall - delivery.frame.ts_ns) / 1e6)
-                    audit.nbytes += delivery.frame.nbytes
-            queue.ack(batch)
+        try:
+            queue = open_queue()
+        except Exception as exc:
+            failures.append(exc)
+            stop.set()
+            return
+        try:
+            while not stop.is_set():
+                batch = queue.consume(settings.group, f"demo-{index}", count=16, block_ms=100)
+                wall = time.time_ns()
+                with audit.lock:
+                    for delivery in batch:
+                        audit.seen[(delivery.frame.camera, delivery.frame.seq)] += 1
+                        audit.latencies_ms.append((wall - delivery.frame.ts_ns) / 1e6)
+                        audit.nbytes += delivery.frame.nbytes
+                queue.ack(batch)
+        except Exception as exc:
+            failures.append(exc)
+            stop.set()
+        finally:
+            if settings.backend != "memory":  # the memory queue is the one shared instance
+                queue.close()
 
-    producers = [threading.Thread(target=produce, args=(f"cam{i}",)) for i in range(args.cameras)]
+    producers = [threading.Thread(target=produce, args=(f"cam{i}",), daemon=True) for i in range(args.cameras)]
     consumers = [threading.Thread(target=consume, args=(i,), daemon=True) for i in range(args.consumers)]
     start = time.monotonic()
     for thread in consumers + producers:
         thread.start()
-    expected = int(args.fps * args.duration) * args.cameras
-    deadline = start + args.duration + 30
-    while True:
-        time.sleep(0.5)
-        out = sum(audit.seen.values())
-        print(f"demo: in {sum(published.values())}  out {out}", file=sys.stderr, flush=True)
-        producing = any(thread.is_alive() for thread in producers)
-        if (not producing and len(audit.seen) >= expected) or time.monotonic() > deadline:
-            break
-    stop.set()
-    for thread in consumers:
-        thread.join()
-    seconds = time.monotonic() - start
-    frames_in = sum(published.values())
-    unique = len(audit.seen)
+    try:
+        _progress(audit, producer, lambda: any(thread.is_alive() for thread in producers), stop,
+                  start + args.duration + 30)
+        producer.close(settings.drain_timeout_s)
+        _progress(audit, producer, lambda: audit.unique() < producer.published, stop,
+                  time.monotonic() + settings.drain_timeout_s + 10)
+    finally:
+        stop.set()
+        producer.close(0.1)
+        for thread in consumers:
+            thread.join()
+    if failures:
+        raise failures[0]
+    return _report(audit, producer, time.monotonic() - start)
+
+
+def _progress(audit: Audit, producer: Producer, going: Callable[[], bool], stop: threading.Event,
+              deadline: float) -> None:
+    """Print in/out twice a second while ``going()``; out is read first, so it never shows above in."""
+    while going() and not stop.wait(0.5) and time.monotonic() < deadline:
+        out = audit.unique()
+        print(f"demo: in {producer.submitted}  out {out}", file=sys.stderr, flush=True)
+
+
+def _report(audit: Audit, producer: Producer, seconds: float) -> int:
+    frames_in = producer.submitted
+    unique = audit.unique()
     lost = frames_in - unique
     duplicates = sum(audit.seen.values()) - unique
     lat = percentiles_ms(audit.latencies_ms)
     rows = [
-        ("frames in", f"{frames_in}"), ("frames out", f"{sum(audit.seen.values())}"), ("lost", f"{lost}"),
+        ("frames in", f"{frames_in}"), ("frames out", f"{unique}"), ("lost", f"{lost}"),
         ("duplicates", f"{duplicates}"), ("frames/s", f"{unique / seconds:.0f}"),
         ("MB/s", f"{audit.nbytes / seconds / 1e6:.1f}"),
         ("latency p50 / p99 / p99.9 ms", f"{lat['p50']} / {lat['p99']} / {lat['p999']}"),
@@ -160,3 +220,69 @@ def _run(args: argparse.Namespace, settings: Settings, open_queue: Callable[[], 
     for name, value in rows:
         print(f"  {name:<{width}}  {value:>14}")
     return 0 if lost == 0 and duplicates == 0 else 1
+
+
+# -- what the demo created, and only that, is deleted at the end ---------------------------------------
+def _names(settings: Settings) -> list[str]:
+    return [settings.stream, f"{settings.stream}:dlq"]
+
+
+def _existing(settings: Settings) -> set[str]:
+    """Which of the stream and its dead-letter queue exist before the demo starts (none on memory)."""
+    if settings.backend == "redis":
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        try:
+            return {key for key in _names(settings) if client.exists(key)}
+        except redis.AuthenticationError as exc:
+            raise BackendRefused(f"{address(settings)} refused the credentials: {exc}") from None
+        except redis.RedisError as exc:
+            raise BackendUnavailable(f"{address(settings)} unavailable: {exc}") from None
+        finally:
+            client.close()
+    if settings.backend == "rabbitmq":
+        return _rabbitmq_existing(settings)
+    return set()
+
+
+def _rabbitmq_existing(settings: Settings) -> set[str]:
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    except pika.exceptions.ProbableAuthenticationError as exc:
+        raise BackendRefused(f"{address(settings)} refused the credentials: {exc!r}") from None
+    except pika.exceptions.AMQPError as exc:
+        raise BackendUnavailable(f"{address(settings)} unavailable: {exc!r}") from None
+    found = set()
+    try:
+        for name, passive in ((settings.stream, "exchange"), (f"{settings.stream}:dlq", "queue")):
+            channel = connection.channel()
+            try:
+                if passive == "exchange":
+                    channel.exchange_declare(name, passive=True)
+                else:
+                    channel.queue_declare(name, passive=True)
+                found.add(name)
+                channel.close()
+            except pika.exceptions.ChannelClosedByBroker:
+                pass  # 404: not there (the broker closed the channel)
+    finally:
+        connection.close()
+    return found
+
+
+def _delete_created(settings: Settings, existed: set[str]) -> None:
+    """Delete the stream, its dead letters and (RabbitMQ) their queues, when none of them existed before."""
+    if existed or settings.backend == "memory":
+        return
+    try:
+        if settings.backend == "redis":
+            client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+            try:
+                client.delete(*_names(settings))
+            finally:
+                client.close()
+        else:
+            from frame_buffer.queue.rabbitmq import delete_topology
+
+            delete_topology(settings.amqp_url, QueueSettings(stream=settings.stream), (GROUP,))
+    except (redis.RedisError, pika.exceptions.AMQPError) as exc:
+        print(f"demo: could not delete the stream {settings.stream} at the end: {exc!r}", file=sys.stderr)

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgpack
 
-from frame_buffer.cli import add_queue_options, queue_from, settings_from
+from frame_buffer.cli import add_queue_options, integer, queue_from, settings_from
 from frame_buffer.queue import DeadLetter, FrameQueue
 
 #: Page size when walking the whole dead-letter queue.
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     actions = parser.add_subparsers(dest="dlq_action", required=True, metavar="ACTION")
 
     listing = actions.add_parser("list", help="list dead letters, oldest first")
-    listing.add_argument("--count", type=int, default=100, help="how many to list (default 100)")
+    listing.add_argument("--count", type=integer(1, 100_000), default=100, help="how many to list")
     listing.add_argument("--after", help="start after this dead-letter id (paging)")
 
     show = actions.add_parser("show", help="show one dead letter with its frame header")
@@ -51,8 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace, ask: Callable[[str], str] = input) -> int:
-    """Run the chosen action; returns the exit code (1 when a named dead letter does not exist)."""
-    queue = queue_from(settings_from(args))
+    """Run the chosen action; returns the exit code (1 when a named dead letter does not exist).
+
+    Declares no consumer group: looking at dead letters must not start keeping frames for a group.
+    """
+    queue = queue_from(settings_from(args), ())
     try:
         return run_on(queue, args, ask)
     finally:
@@ -136,17 +139,26 @@ def _replay(queue: FrameQueue, args: argparse.Namespace, ask: Callable[[str], st
     if args.all == bool(args.ids):
         print("frame-buffer dlq replay: give dead-letter ids or --all (not both)", file=sys.stderr)
         return 2
-    ids = [letter.id for letter in _all(queue)] if args.all else list(args.ids)
+    ids = [letter.id for letter in _all(queue)] if args.all else list(dict.fromkeys(args.ids))
     replayed = queue.replay_dead_letters(ids)
     if args.json:
         print(json.dumps({"replayed": replayed, "requested": len(ids)}))
     else:
         print(f"replayed {replayed} of {len(ids)} dead letter(s) to {queue.settings.stream}")
-    return 0 if replayed == len(ids) else 1
+    return _not_found(queue, "replay", len(ids) - replayed, len(ids))
+
+
+def _not_found(queue: FrameQueue, action: str, missing: int, requested: int) -> int:
+    """1 with one line on stderr when some named dead letters were not there, else 0."""
+    if missing <= 0:
+        return 0
+    print(f"frame-buffer dlq {action}: {missing} of {requested} id(s) not found in {queue.settings.dead_letter_stream}",
+          file=sys.stderr)
+    return 1
 
 
 def _purge(queue: FrameQueue, args: argparse.Namespace, ask: Callable[[str], str]) -> int:
-    ids: list[str] | None = list(args.ids) or None
+    ids: list[str] | None = list(dict.fromkeys(args.ids)) or None
     count = len(ids) if ids is not None else len(_all(queue))
     if count == 0:
         print("nothing to purge")
@@ -165,4 +177,4 @@ def _purge(queue: FrameQueue, args: argparse.Namespace, ask: Callable[[str], str
         print(json.dumps({"purged": purged}))
     else:
         print(f"purged {purged} dead letter(s) from {queue.settings.dead_letter_stream}")
-    return 0
+    return _not_found(queue, "purge", count - purged, count) if ids is not None else 0

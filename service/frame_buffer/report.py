@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from frame_buffer.cli import number
+from frame_buffer.config import show
 from frame_buffer.errors import EXIT_UNREACHABLE, FrameBufferError
 
 if TYPE_CHECKING:
@@ -36,12 +38,49 @@ LATENCY_TARGET_MS = 10.0
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+#: Longest range, step or window a report asks Prometheus for (a year).
+MAX_DURATION_S = 365 * 86400
+
+
 def duration(text: str) -> float:
-    """Seconds in a Prometheus-style duration such as ``90s``, ``10m`` or ``1h30m``."""
+    """Seconds in a Prometheus-style duration such as ``90s``, ``10m`` or ``1h30m``; more than 0, at most a year."""
     parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text)
     if not parts or "".join(number + unit for number, unit in parts) != text:
-        raise argparse.ArgumentTypeError(f"not a duration like 30s, 10m or 1h: {text!r}")
-    return sum(float(number) * _UNITS[unit] for number, unit in parts)
+        raise argparse.ArgumentTypeError(f"not a duration like 30s, 10m or 1h: {show(text)}")
+    seconds = sum(float(number) * _UNITS[unit] for number, unit in parts)
+    if not 0 < seconds <= MAX_DURATION_S:
+        raise argparse.ArgumentTypeError(f"must be more than 0s and at most 365d, got {show(text)}")
+    return seconds
+
+
+def prometheus_url(text: str) -> str:
+    """An http(s) URL with a host: where Prometheus answers."""
+    parts = urllib.parse.urlsplit(text)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"the port is not a number 1 to 65535: {show(text)}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"must be an http:// or https:// URL with a host, got {show(text)}")
+    return text
+
+
+def output_file(text: str) -> Path:
+    """``--out``: a file name ending in .png or .html, in a directory that exists."""
+    path = Path(text)
+    if path.suffix.lower() not in (".png", ".html"):
+        raise argparse.ArgumentTypeError(f"must end in .png or .html, got {show(text)}")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"no directory {show(str(path.parent))} to write {path.name} into")
+    return path
+
+
+def input_file(text: str) -> Path:
+    """``--bench-json``: a file that exists."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {show(text)}")
+    return path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -53,20 +92,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "results, into one PNG, or an HTML page with a table of the latest values.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--prometheus", metavar="URL", help="Prometheus base URL, e.g. http://127.0.0.1:9090")
+    source.add_argument("--prometheus", metavar="URL", type=prometheus_url,
+                        help="Prometheus base URL, e.g. http://127.0.0.1:9090")
     source.add_argument(
         "--bench-json",
         metavar="FILE",
-        type=Path,
+        type=input_file,
         help="output of `frame-buffer bench --json` (the JSON line, or the whole output)",
     )
-    parser.add_argument("--range", type=duration, default=duration("10m"), help="time range shown (10m)")
-    parser.add_argument("--end", type=float, help="end of the range as a unix timestamp (default: now)")
+    parser.add_argument("--range", type=duration, default="10m", help="time range shown")
+    parser.add_argument("--end", type=number(0, 1e11), help="end of the range as a unix timestamp (default: now)")
     parser.add_argument("--step", type=duration, help="resolution (default: range / 240, at least 1s)")
     parser.add_argument(
         "--rate-window", type=duration, help="window of rate() and quantiles (default: 4 steps, at least 30s)"
     )
-    parser.add_argument("--out", type=Path, required=True, help="report.png or report.html")
+    parser.add_argument("--out", type=output_file, required=True, help="report.png or report.html")
     parser.add_argument("--title", default="frame-buffer", help="title printed on the report")
     parser.set_defaults(func=run)
 
@@ -339,9 +379,6 @@ def _latest(panels: list[Panel]) -> list[tuple[str, str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Render the report; 0 on success, 1 when there was nothing to draw or the source failed."""
-    if args.out.suffix.lower() not in (".png", ".html"):
-        print("frame-buffer report: --out must end in .png or .html", file=sys.stderr)
-        return 2
     try:
         import matplotlib  # noqa: F401
     except ImportError:

@@ -9,25 +9,37 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import uuid
 from typing import Any
 
 from frame_buffer import metrics
-from frame_buffer.cli import add_queue_options, queue_from, settings_from
+from frame_buffer.cli import (
+    add_queue_options,
+    check_frame_size,
+    frame_size,
+    integer,
+    number,
+    queue_from,
+    settings_from,
+)
 from frame_buffer.service import Service
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("soak", help="run everything together and watch throughput, latency, memory")
     add_queue_options(parser)
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds to run")
-    parser.add_argument("--fps", type=float, default=30.0, help="frames per second per camera")
-    parser.add_argument("--cameras", type=int, default=2)
-    parser.add_argument("--size", default="640x480")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
-    parser.add_argument("--max-rss-growth-mb", type=float, default=50.0)
+    parser.add_argument("--duration", type=number(0, 7 * 86_400, low_open=True), default=60.0, help="seconds to run")
+    parser.add_argument("--fps", type=number(0, 100_000, low_open=True), default=30.0,
+                        help="frames per second per camera")
+    parser.add_argument("--cameras", type=integer(1, 64), default=2, help="synthetic cameras")
+    parser.add_argument("--size", type=frame_size, default="640x480", help="frame size WIDTHxHEIGHT")
+    parser.add_argument("--workers", type=integer(1, 1024), default=2, help="consumer threads")
+    parser.add_argument("--interval", type=number(0, 86_400, low_open=True), default=5.0,
+                        help="seconds between samples")
+    parser.add_argument("--max-rss-growth-mb", type=number(0, 1e6), default=50.0,
+                        help="fail when RSS grows more than this between the second and the last quarter")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
     parser.set_defaults(func=run)
 
@@ -70,9 +82,13 @@ def quantile_ms(before: list[tuple[float, float]], after: list[tuple[float, floa
 
 def run(args: argparse.Namespace) -> int:
     stream = args.stream or f"soak_{uuid.uuid4().hex[:8]}"
-    sources = tuple(f"synthetic:cam{i}:fps={args.fps}:size={args.size}" for i in range(args.cameras))
-    settings = settings_from(args).replace(stream=stream, sources=sources, workers=args.workers, http_port=0,
-                                           http_host="127.0.0.1", group="soak")
+    rows, columns = args.size
+    sources = tuple(f"synthetic:cam{i}:fps={args.fps}:size={columns}x{rows}" for i in range(args.cameras))
+    settings = settings_from(args, workers=args.workers).replace(
+        stream=stream, sources=sources, http_port=0, http_host="127.0.0.1", group="soak")
+    check_frame_size(settings, (rows, columns, 3))
+    print(f"soak: declares group 'soak' on {settings.backend}:{stream}, consumed by {args.workers} worker(s)",
+          file=sys.stderr, flush=True)
     service = Service(settings)
     service.start()
     samples: list[dict[str, float]] = []
@@ -109,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         "pending": stats.pending, "missing": missing, "dropped": summary.get("dropped", {}),
         "rss_growth_mb": round(growth, 1), "clean_stop": clean_stop, "samples": samples,
     }
-    if settings.backend == "redis":
+    if settings.backend == "redis" and args.stream is None:  # its own stream only, never one it was given
         queue.client.delete(stream, f"{stream}:dlq")  # type: ignore[attr-defined]
     queue.close()
     ok = missing == 0 and stats.pending == 0 and growth <= args.max_rss_growth_mb and clean_stop

@@ -13,3 +13,8 @@ def percentiles_ms(samples_ms: Sequence[float]) -> dict[str, float]:
         return {"p50": 0.0, "p99": 0.0, "p999": 0.0}
     values = np.percentile(np.asarray(samples_ms, dtype=np.float64), [50, 99, 99.9])
     return {"p50": round(float(values[0]), 3), "p99": round(float(values[1]), 3), "p999": round(float(values[2]), 3)}
+
+
+def rate(count: int, seconds: float) -> float | None:
+    """``count / seconds`` rounded to 0.1, or None when no time passed to measure it over."""
+    return round(count / seconds, 1) if seconds > 0 else None
