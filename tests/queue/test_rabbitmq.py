@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pika
 import pytest
@@ -342,3 +344,39 @@ def test_a_second_instance_under_the_same_consumer_name_takes_over_the_unacked_f
     assert all(d.attempts == 2 for d in again)
     first.close()
     second.close()
+
+
+def test_listing_dead_letters_holds_about_count_of_them_in_memory(stream: str, broker: Channel) -> None:
+    # The listing used to read the whole dead-letter queue, payloads included, to return `count` of them.
+    queue = open_rabbitmq(stream, groups=("g",))
+    size, total = 1024 * 1024, 300
+    ids = [f"{i:05d}" for i in range(total)]
+    broker.confirm_delivery()
+    for i, entry_id in enumerate(ids):
+        headers = {"h": b"header", "x-fb-reason": "handler_error", "x-fb-group": "g", "x-fb-attempts": 1}
+        broker.basic_publish("", f"{stream}:dlq", bytes([i % 256]) * size,
+                             pika.BasicProperties(delivery_mode=2, message_id=entry_id, headers=headers))
+    assert queue.stats("g").dead_letters == total
+
+    def listed(**options: Any) -> tuple[list[str], int]:
+        tracemalloc.start()
+        try:
+            letters = queue.dead_letters(count=10, **options)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert all(letter.payload == bytes([int(letter.id[:5]) % 256]) * size for letter in letters)
+        print(f"dead_letters(count=10, {options}) of {total} x 1 MiB: peak {peak / size:.1f} MiB")
+        return [letter.id for letter in letters], peak
+
+    # Each: the 10 letters returned, the one being read, and pika's reassembly of one body.
+    bound = 14 * size
+    first, peak = listed()
+    assert first == ids[:10] and peak < bound
+    middle, peak = listed(after=ids[150])
+    assert middle == ids[151:161] and peak < bound
+    gone, peak = listed(after="00150x")  # no longer in the queue: the first ten sorting after it
+    assert gone == ids[151:161] and peak < bound
+    assert queue.stats("g").dead_letters == total, "every letter given back"
+    assert [x.id for x in queue.dead_letters(count=3)] == ids[:3], "given back in place"
+    queue.close()

@@ -193,3 +193,31 @@ def test_arbitrary_messages_never_stop_consume(messages: list[Any]) -> None:
         assert (stats.pending, stats.lag, stats.dead_letters) == (0, 0, len(letters))
     finally:
         stream.close()
+
+
+def test_foreign_messages_in_the_dead_letter_queue_are_listed(stream: Stream) -> None:
+    # The broker dead-letters a foreign message with its own headers (the delivery-limit backstop), and anyone
+    # may publish to the dead-letter queue: listing, replay and purge take whatever is there.
+    dlq = f"{stream.name}:dlq"
+    stream.queue.ensure_group("g")
+    foreign: list[tuple[dict[str, Any] | None, str | None]] = [
+        (None, None),
+        ({"x-death": "junk", "x-fb-at-ms": "junk", "x-fb-attempts": "junk", "h": "text"}, "b"),
+        ({"x-death": [1, 2], "x-fb-attempts": -1, "h": 7, "x-fb-reason": b"handler_error"}, "c"),
+        ({"x-death": [{"time": "not a time"}], "x-first-death-reason": "rejected"}, "d"),
+        ({"x-death": [{"time": datetime(2020, 1, 1, tzinfo=UTC)}], "x-first-death-queue": f"{stream.name}.g"}, "e"),
+    ]
+    for headers, message_id in foreign:
+        stream.channel.basic_publish("", dlq, b"body", pika.BasicProperties(headers=headers, message_id=message_id))
+    letters = stream.queue.dead_letters()
+    assert [x.id for x in letters] == ["", "b", "c", "d", "e"]
+    assert [x.attempts for x in letters] == [0, 0, 0, 0, 0]
+    assert [x.header for x in letters] == [None, b"text", None, None, None]
+    assert [x.reason for x in letters] == ["", "", "handler_error", "rejected", ""]
+    assert letters[4].dead_lettered_at_ms == 1_577_836_800_000 and letters[4].group == "g"
+    assert stream.queue.dead_letters(after="") == letters[1:]
+    assert stream.queue.dead_letters(count=2, after="zzz") == []
+    assert stream.queue.purge_dead_letters(["", "c"]) == 1, "a letter without an id is not found by ''"
+    assert stream.queue.replay_dead_letters(["e"]) == 1
+    got, letters = stream.collect(0, 4)  # the replayed one has no header: dead-lettered again, with why
+    assert got == [] and letters[-1].reason == "missing_header" and letters[-1].payload == b"body"

@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -151,6 +152,20 @@ class _Subscription:
     @property
     def unacked(self) -> int:
         return len(self.buffer) + len(self.handed)
+
+
+@dataclass(eq=False)
+class _Scan:
+    """A reading of the dead-letter queue: its channel, the messages taken and not acked, and how many the
+    queue still held after the last one taken."""
+
+    channel: Any
+    held: int = 0
+    remaining: int = 0
+
+    def ack(self, method: Any) -> None:
+        self.channel.basic_ack(method.delivery_tag)
+        self.held -= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -749,24 +764,43 @@ class RabbitMQQueue(FrameQueue):
         return self._call(read)
 
     # -- dead letters -----------------------------------------------------------------------------------
-    def _scan_dead_letters(self, channel: Any) -> Iterator[tuple[Any, DeadLetter]]:
-        """Every message of the dead-letter queue, taken without ack; at the end, what was not acked goes back.
+    @contextmanager
+    def _dead_letter_scan(self) -> Iterator[_Scan]:
+        """A reading of the dead-letter queue (:meth:`_each_dead_letter`); when the caller is done (at the end of
+        the queue or earlier), what it took and did not ack goes back in place before this returns.
 
-        Closing the channel would requeue them too, but the broker does that asynchronously: a passive declare
-        from another channel just after (``stats()``) could count the queue without them, which the
-        conformance suite saw once on a loaded machine. A nack and then a passive declare on this same
-        channel reach the classic queue in that order, so when the declare answers they are back.
+        Closing the channel would requeue them too, but the broker does that asynchronously, and so it does a
+        nack: a passive declare just after (``stats()``) could count the queue without them, which the
+        conformance suite saw once on a loaded machine, and which 300 letters of 1 MiB show every time. So after
+        the nack this waits, up to ``confirm_timeout_s``, until the queue holds what it held when the reading
+        stopped plus what the reading gives back (less, if someone else takes dead letters meanwhile: then it
+        returns at the deadline).
         """
+        with self._temp_channel() as channel:
+            scan = _Scan(channel)
+            yield scan
+            channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
+            expected = scan.remaining + scan.held
+            deadline = time.monotonic() + self.confirm_timeout_s
+            while (channel.queue_declare(self._dlq, passive=True).method.message_count < expected
+                   and time.monotonic() < deadline):
+                self._pump(self.poll_s)
+
+    def _each_dead_letter(self, scan: _Scan) -> Iterator[tuple[Any, DeadLetter]]:
+        """The dead-letter queue's messages in order, taken one at a time (``basic.get``) without ack."""
         while True:
-            method, props, body = channel.basic_get(self._dlq)
+            method, props, body = scan.channel.basic_get(self._dlq)
             if method is None:
-                break
+                scan.remaining = 0
+                return
+            scan.held += 1
+            scan.remaining = method.message_count
             yield method, self._letter(props, body)
-        channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
-        channel.queue_declare(self._dlq, passive=True)
 
     def _letter(self, props: Any, body: bytes) -> DeadLetter:
-        headers = props.headers or {}
+        """A dead letter from its message; total, since the broker dead-letters foreign messages with their
+        own headers (the delivery-limit backstop), whatever those hold."""
+        headers = props.headers if isinstance(props.headers, dict) else {}
 
         def text(key: str, default: str = "") -> str:
             value = headers.get(key, default)
@@ -774,29 +808,46 @@ class RabbitMQQueue(FrameQueue):
 
         # Dead-lettered by the broker itself (the delivery-limit backstop): x-first-death-* and x-death say why
         # and when, not how often it was delivered (attempts 0).
-        queue = text("x-first-death-queue")
-        death = (headers.get("x-death") or [{}])[0]
+        deaths = headers.get("x-death")
+        death = deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
+        when = death.get("time")
+        at_ms = headers.get("x-fb-at-ms")
+        if type(at_ms) is not int:
+            at_ms = int(when.timestamp() * 1000) if isinstance(when, datetime) else 0
+        message_id = props.message_id if isinstance(props.message_id, str) else ""
+        header = headers.get(HEADER)
         return DeadLetter(
-            id=props.message_id, original_id=text("x-fb-original-id", props.message_id),
-            group=text("x-fb-group", queue.removeprefix(f"{self._exchange}.")),
+            id=message_id, original_id=text("x-fb-original-id", message_id),
+            group=text("x-fb-group", text("x-first-death-queue").removeprefix(f"{self._exchange}.")),
             reason=text("x-fb-reason", text("x-first-death-reason")), error=text("x-fb-error"),
-            attempts=int(headers.get(ATTEMPTS, 0)),
-            dead_lettered_at_ms=int(headers.get("x-fb-at-ms", death["time"].timestamp() * 1000 if death else 0)),
-            header=headers.get(HEADER), payload=body,
+            attempts=_count(headers.get(ATTEMPTS)), dead_lettered_at_ms=at_ms,
+            header=header.encode() if isinstance(header, str) else header if isinstance(header, bytes) else None,
+            payload=body,
         )
 
     def dead_letters(self, count: int = 100, after: str | None = None) -> list[DeadLetter]:
-        """List the dead-letter queue in order (``basic.get`` without ack; the channel's close requeues)."""
+        """List the dead-letter queue in order (``basic.get`` without ack, given back before returning).
+
+        Holds at most ``count`` letters: it stops reading once it has them after ``after``, and while it looks
+        for ``after`` it keeps only the first ``count`` letters whose id sorts after it (what is returned when
+        ``after`` is no longer in the queue). Every message read before it stops goes through this process,
+        one at a time.
+        """
 
         def scan() -> list[DeadLetter]:
-            letters: list[DeadLetter] = []
-            with self._temp_channel() as channel:
-                for _method, letter in self._scan_dead_letters(channel):
-                    letters.append(letter)
-            if after is not None:
-                position = next((i for i, x in enumerate(letters) if x.id == after), None)
-                letters = letters[position + 1:] if position is not None else [x for x in letters if x.id > after]
-            return letters[:count]
+            kept: list[DeadLetter] = []
+            found = after is None
+            with self._dead_letter_scan() as scan:
+                for _method, letter in self._each_dead_letter(scan):
+                    if not found and letter.id == after:
+                        found, kept = True, []  # from here on: the ones after it, in queue order
+                        continue
+                    if found or letter.id > str(after):
+                        if len(kept) < count:
+                            kept.append(letter)
+                        if found and len(kept) >= count:
+                            break
+            return kept
 
         return self._call(scan)
 
@@ -804,27 +855,32 @@ class RabbitMQQueue(FrameQueue):
         """Publish each dead letter to its group's queue (confirmed), then ack it out of the dead-letter queue.
 
         Unlike Redis, where a replayed entry reaches every group again, only the group that gave up sees it.
+        Ids that are not a dead letter's count as not found.
         """
-        wanted = set(ids)
+        wanted = {entry_id for entry_id in ids if isinstance(entry_id, str) and entry_id}
 
         def replay() -> int:
             replayed = 0
-            with self._temp_channel() as channel:
-                for method, letter in self._scan_dead_letters(channel):
+            with self._dead_letter_scan() as scan:
+                for method, letter in self._each_dead_letter(scan):
                     if letter.id not in wanted:
                         continue
+                    wanted.discard(letter.id)
                     props = pika.BasicProperties(delivery_mode=2, message_id=self._new_id(),
                                                  headers={HEADER: letter.header})
                     self._publish_all([("", f"{self._exchange}.{letter.group}", letter.payload, props)],
                                       time.monotonic() + self.settings.publish_timeout_s)
-                    channel.basic_ack(method.delivery_tag)
+                    scan.ack(method)
                     replayed += 1
+                    if not wanted:
+                        break  # every id found: the rest of the queue need not be read
             return replayed
 
         return self._call(replay) if wanted else 0
 
     def purge_dead_letters(self, ids: Iterable[str] | None = None) -> int:
-        """Ack the given dead letters out of their queue, or purge it whole with ``None``."""
+        """Ack the given dead letters out of their queue, or purge it whole with ``None``; ids that are not a
+        dead letter's count as not found."""
         if ids is None:
 
             def purge_all() -> int:
@@ -832,15 +888,18 @@ class RabbitMQQueue(FrameQueue):
                 return int(self._admin.queue_purge(self._dlq).method.message_count)
 
             return self._call(purge_all)
-        wanted = set(ids)
+        wanted = {entry_id for entry_id in ids if isinstance(entry_id, str) and entry_id}
 
         def purge() -> int:
             purged = 0
-            with self._temp_channel() as channel:
-                for method, letter in self._scan_dead_letters(channel):
+            with self._dead_letter_scan() as scan:
+                for method, letter in self._each_dead_letter(scan):
                     if letter.id in wanted:
-                        channel.basic_ack(method.delivery_tag)
+                        wanted.discard(letter.id)
+                        scan.ack(method)
                         purged += 1
+                        if not wanted:
+                            break  # every id found: the rest of the queue need not be read
             return purged
 
         return self._call(purge) if wanted else 0
