@@ -271,3 +271,19 @@ def test_hostile_entries_written_with_raw_xadd_are_dead_lettered(redis_server: R
                        "the largest possible id"):
         queue.publish(make_frames(1)[0])
     client.close()
+
+
+def test_foreign_entries_in_the_dead_letter_stream_are_listed(redis_server: RedisServer) -> None:
+    queue = queue_on(redis_server, stream="s", groups=("g",))
+    client = redis_server.client()
+    client.xadd("s:dlq", {"attempts": "junk", "at_ms": "-5", "reason": b"\xff" * 40_000})
+    client.xadd("s:dlq", {"attempts": "9" * 30, "h": b"\x01" * 40_000, "group": "g"})
+    client.xadd("s:dlq", {"attempts": "3", "at_ms": "17", "p": "x"})
+    first, second, third = queue.dead_letters()
+    assert (first.attempts, first.dead_lettered_at_ms, len(first.reason)) == (0, 0, 40_000)
+    assert (second.attempts, second.header, second.payload) == (0, b"\x01" * 40_000, None)
+    assert (third.attempts, third.dead_lettered_at_ms, third.payload) == (3, 17, b"x")
+    assert queue.replay_dead_letters([second.id]) == 1  # replayed with an empty payload: dead-lettered again
+    assert queue.consume("g", "c", block_ms=100) == []
+    assert [x.reason for x in queue.dead_letters()][-1] == "bad_header"
+    client.close()

@@ -480,16 +480,23 @@ class RedisStreamsQueue(FrameQueue):
         return [self._dead_letter_entry(entry_id, fields) for entry_id, fields in entries]
 
     @staticmethod
-    def _dead_letter_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
-        def text(key: bytes) -> str:
-            return fields.get(key, b"").decode(errors="replace")
+    def _dead_letter_entry(entry_id: bytes, fields: dict[bytes, bytes | memoryview]) -> DeadLetter:
+        """A dead letter from its entry; total, since anyone can XADD to the dead-letter stream. The reader
+        hands values of 32 KiB and more out as memoryviews."""
 
-        payload = fields.get(PAYLOAD)
+        def text(key: bytes) -> str:
+            return bytes(fields.get(key, b"")).decode(errors="replace")
+
+        def number(key: bytes) -> int:
+            value = bytes(fields.get(key, b""))
+            return int(value) if value.isdigit() and len(value) <= 18 else 0
+
+        header, payload = fields.get(HEADER), fields.get(PAYLOAD)
         return DeadLetter(
             id=_id_to_str(entry_id), original_id=text(b"original_id"), group=text(b"group"),
-            reason=text(b"reason"), error=text(b"error"), attempts=int(fields.get(b"attempts", 0)),
-            dead_lettered_at_ms=int(fields.get(b"at_ms", 0)), header=fields.get(HEADER),
-            payload=None if payload is None else bytes(payload),  # the reader hands large ones out as views
+            reason=text(b"reason"), error=text(b"error"), attempts=number(b"attempts"),
+            dead_lettered_at_ms=number(b"at_ms"), header=None if header is None else bytes(header),
+            payload=None if payload is None else bytes(payload),
         )
 
     def replay_dead_letters(self, ids: Iterable[str]) -> int:
