@@ -32,6 +32,7 @@ from frame_buffer.cli import add_queue_options, queue_from, settings_from
 from frame_buffer.config import Settings
 from frame_buffer.errors import ConfigError
 from frame_buffer.flow.backpressure import ProducerClosed
+from frame_buffer.flow.buffer import FRAME_OVERHEAD_BYTES
 from frame_buffer.flow.producer import Producer
 from frame_buffer.flow.retry import RetryPolicy
 from frame_buffer.flow.worker import Worker
@@ -47,8 +48,10 @@ log = logging.getLogger("frame_buffer.service")
 STATS_INTERVAL_S = 2.0
 #: How long the drain waits for a source thread: one blocked read ends within READ_TIMEOUT_S.
 SOURCE_JOIN_S = READ_TIMEOUT_S + 1.0
-#: What the producer's budget charges a frame beyond its pixels (header, bookkeeping), as flow/buffer.py does.
-_FRAME_OVERHEAD = 256 + 512
+#: The least time a worker gets to finish its round at the drain, after the producer's flush.
+WORKER_GRACE_S = 1.0
+#: What the producer's budget charges a frame beyond its pixels: bookkeeping, and a generous header.
+_FRAME_OVERHEAD = FRAME_OVERHEAD_BYTES + 512
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -372,17 +375,19 @@ class Service:
             if not clean:
                 held = self.producer.summary()
                 frames = held["buffer_frames"] + held["spool_frames"]
-                why = "; ".join(self.ready()["reasons"][1:]) or "the backend did not take them in time"
+                reasons = [reason for reason in self.ready()["reasons"] if reason != "stopping"]
+                why = "; ".join(reasons) or "the backend did not take them in time"
                 log.error("drain timeout: %d frames still held (%d of them spooled) are not published, counted as "
                           "dropped (shutdown_timeout): %s", frames, held["spool_frames"], why)
             self.producer.close(remaining())
             log.info("producer drained: %s", json.dumps(self.producer.summary()))
         self.workers_stop.set()
         for thread in self.worker_threads:
-            thread.join(remaining())
+            # At least WORKER_GRACE_S even when the flush used the whole limit: a worker ends its round first.
+            thread.join(max(remaining(), WORKER_GRACE_S))
             if thread.is_alive():
-                log.error("%s did not finish within the drain timeout (a handler that does not return?)",
-                          thread.name)
+                log.error("%s is still busy at the drain timeout (a handler or a backend call that does not "
+                          "return); what it holds stays pending for the next consumer", thread.name)
                 clean = False
         for worker in self.workers:
             log.info("worker %s: %s", worker.consumer, json.dumps(worker.summary()))

@@ -84,4 +84,4 @@ def test_a_handler_that_never_returns_turns_healthz_503_after_the_stall_limit(
         code = service.terminate()
     # The hung handler holds its frame: the drain gives up on it after its limit and says so.
     assert code == 1, service.log()
-    assert any("worker-0 did not finish within the drain timeout" in m for m in service.messages())
+    assert any("worker-0 is still busy at the drain timeout" in m for m in service.messages())
