@@ -326,11 +326,14 @@ def frame_queue_panels() -> list[Panel]:
             stack=True,
         ),
         panel(
-            "Dead-letter queue and source gaps",
+            "Dead-letter queue, source gaps, thread restarts",
             [
                 ("max(frame_queue_dead_letter_depth)", "dead-letter depth"),
                 (f"sum by (camera) (increase(frame_queue_source_gaps_total{{{cam}}}{RATE}))", "gaps {{camera}}"),
+                (f"sum by (thread) (increase(frame_queue_thread_restarts_total{RATE}))", "restarts {{thread}}"),
             ],
+            description="A thread restart is a service thread that died and was started again (see the log for "
+            "its traceback).",
         ),
         row("Flow control"),
         panel(
