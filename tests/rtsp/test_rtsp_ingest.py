@@ -92,3 +92,24 @@ def test_rtsp_stream_is_ingested_in_order_at_its_rate_and_survives_a_server_rest
         rtsp.send_signal(signal.SIGTERM)
         rtsp.wait(30)
         redis.Redis.from_url(REDIS_URL).delete(stream_name, f"{stream_name}:dlq")
+
+
+def test_an_rtsp_url_the_server_refuses_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    if not gstreamer_available():
+        pytest.fail("GStreamer RTSP server missing: run scripts/setup.sh (it installs gir1.2-gst-rtsp-server-1.0)")
+    rtsp_port = free_port()
+    rtsp = start_rtsp(rtsp_port)
+    try:
+        url = f"rtsp://viewer:secret@127.0.0.1:{rtsp_port}/no-such-path"
+        env = {**os.environ, "FRAME_BUFFER_SOURCES": f"rtsp:cam0:url={url}", "FRAME_BUFFER_HTTP_HOST": "127.0.0.1",
+               "FRAME_BUFFER_HTTP_PORT": str(free_port())}
+        result = subprocess.run([str(Path(sys.executable).with_name("frame-buffer")), "run"], env=env,
+                                capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        rtsp.send_signal(signal.SIGTERM)
+        rtsp.wait(30)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        "frame-buffer: configuration error: FRAME_BUFFER_SOURCES: source rtsp:cam0: cannot open "
+        f"rtsp://viewer:***@127.0.0.1:{rtsp_port}/no-such-path: Server returned 404 Not Found"
+    )

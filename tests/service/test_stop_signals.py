@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -116,3 +118,34 @@ def test_a_second_signal_during_the_drain_does_not_kill_it(tmp_path: Path, servi
     messages = service.messages()
     assert "stopped cleanly" in messages
     assert any("more stop signals came during the drain; ignored" in message for message in messages)
+
+
+WAKE_SCRIPT = """
+import signal, sys, threading
+from frame_buffer.stop_signals import StopSignals
+
+signals = StopSignals()
+ready, go = threading.Event(), threading.Event()
+
+def other() -> None:
+    ready.set()
+    go.wait()
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # to this thread, not the main one
+    threading.Event().wait(30)  # stays alive: its handler cannot be the main thread's
+
+thread = threading.Thread(target=other, daemon=True)
+thread.start()
+ready.wait()
+go.set()
+number = signals.wait(timeout=60)
+print(signal.Signals(number).name if number else "timeout", flush=True)
+signals.close()
+"""
+
+
+def test_a_signal_delivered_to_another_thread_wakes_the_main_thread() -> None:
+    """The failure of issue 13: a signal given to a thread other than the main one must neither kill the process
+    nor be left unseen by the main thread waiting for it."""
+    result = subprocess.run([sys.executable, "-c", WAKE_SCRIPT], capture_output=True, text=True, timeout=90,
+                            check=False)
+    assert (result.returncode, result.stdout.strip()) == (0, "SIGTERM"), result.stderr
