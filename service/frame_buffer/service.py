@@ -394,8 +394,6 @@ class Service:
         if self.started:
             self.http.shutdown()
         self.http.server_close()
-        if self.shared is not None:
-            self.shared.close()
         log.info("stopped %s", "cleanly" if clean else "with frames left behind (drain timeout)")
         return 0 if clean else 1
 
