@@ -17,6 +17,7 @@ A ``FrameQueue`` instance is used by one thread at a time; give each worker its 
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -28,6 +29,8 @@ from frame_buffer import metrics
 from frame_buffer.codec import CodecError, EncodedFrame, FrameCodec
 from frame_buffer.errors import EXIT_CONFIG, EXIT_UNREACHABLE, FrameBufferError
 from frame_buffer.frame import Frame
+
+log = logging.getLogger("frame_buffer.queue")
 
 
 class QueueError(FrameBufferError):
@@ -238,6 +241,13 @@ class FrameQueue(ABC):
             except CodecError as exc:
                 self._dead_letter(group, entry, exc.reason, str(exc))
                 metrics.dead_lettered.labels(reason=exc.reason).inc()
+                continue
+            except Exception as exc:
+                # Decoding is total (codec.py), so this is a bug in it. Defence in depth: one entry that
+                # trips it must not stop the consumer or come back forever; it is kept, with the error.
+                log.exception("entry %s: decoding failed unexpectedly; dead-lettered as decode_error", entry.id)
+                self._dead_letter(group, entry, "decode_error", f"{type(exc).__name__}: {exc}")
+                metrics.dead_lettered.labels(reason="decode_error").inc()
                 continue
             deliveries.append(Delivery(entry.id, frame, entry.attempts, group, consumer, entry))
         return deliveries
