@@ -37,7 +37,9 @@ class StopSignals:
     """
 
     def __init__(self) -> None:
+        #: Every stop signal the handler recorded, in order (the main thread runs it soon after delivery).
         self.received: list[int] = []
+        self._from_pipe: int | None = None
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
@@ -52,22 +54,21 @@ class StopSignals:
     @property
     def requested(self) -> bool:
         """True once a stop signal arrived (its handler ran, or its byte is waiting in the pipe)."""
-        return bool(self.received) or self._drain_pipe()
+        self._drain_pipe()
+        return bool(self.received) or self._from_pipe is not None
 
-    def _drain_pipe(self) -> bool:
-        """Read what the C-level handler wrote; True when it holds a stop signal's number."""
-        found = False
+    def _drain_pipe(self) -> None:
+        """Read what the C-level handler wrote; remember the first stop signal's number found there."""
         while True:
             try:
                 data = os.read(self._read, 512)
-            except (BlockingIOError, OSError):
-                return found
+            except OSError:  # BlockingIOError: nothing (more) to read
+                return
             if not data:
-                return found
+                return
             numbers = [number for number in data if number in STOP_SIGNALS]
-            if numbers and not self.received:
-                self.received.append(numbers[0])  # the Python-level handler records it too, a moment later
-            found = found or bool(numbers)
+            if numbers and self._from_pipe is None:
+                self._from_pipe = numbers[0]
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Block until a stop signal arrives (at once if one already did); its number, or None on timeout."""
@@ -77,7 +78,7 @@ class StopSignals:
             if remaining == 0.0:
                 return None
             select.select([self._read], [], [], remaining)
-        return self.received[0]
+        return self.received[0] if self.received else self._from_pipe
 
     def close(self) -> None:
         """Give the wake-up fd back and close the pipe; the handlers keep recording (see the class doc)."""
