@@ -296,6 +296,7 @@ def test_hostile_dead_letter_ids_count_as_not_found(make_queue: QueueFactory) ->
     for delivery in batch:
         queue.dead_letter(delivery, "handler_error")
     first, second = queue.dead_letters()
+    assert first.dead_lettered_at_ms > 1_600_000_000_000 and first.attempts == 1
     assert queue.replay_dead_letters(HOSTILE_IDS) == 0
     assert queue.purge_dead_letters(HOSTILE_IDS) == 0
     assert queue.dead_letters() == [first, second]

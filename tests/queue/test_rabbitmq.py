@@ -102,6 +102,9 @@ def test_quorum_nack_without_delay_requeues_counting_the_delivery(stream: str) -
     queue.nack(delivery)
     (again,) = queue.consume("g", "c", count=1, block_ms=2000)
     assert (again.id, again.attempts) == (delivery.id, 2)
+    queue.nack(again)  # the broker's x-delivery-count is a 64-bit field: pika's own int subclass
+    (again,) = queue.consume("g", "c", count=1, block_ms=2000)
+    assert (again.id, again.attempts) == (delivery.id, 3)
     queue.ack([again])
     queue.nack(again)  # already acked: nothing to give back
     queue.close()

@@ -13,6 +13,7 @@ import pytest
 from frame_buffer.errors import EXIT_CONFIG, EXIT_UNREACHABLE
 from frame_buffer.queue import BackendRefused, BackendUnavailable, QueueSettings
 from frame_buffer.queue.rabbitmq import RabbitMQQueue
+from frame_buffer.queue.rabbitmq import masked_url as rabbitmq_masked_url
 from frame_buffer.queue.redis_streams import RedisStreamsQueue, masked_url
 from tests.conftest import AMQP_URL
 from tests.frames import make_frames
@@ -40,6 +41,8 @@ def test_masked_url_hides_only_the_password() -> None:
     assert masked_url("redis://:pw@h:1/0") == "redis://:***@h:1/0"
     assert masked_url("redis://user:pw@h:1/0") == "redis://user:***@h:1/0"
     assert masked_url("redis://h:1/0") == "redis://h:1/0"
+    assert rabbitmq_masked_url("amqp://guest:guest@h:5672/%2F") == "amqp://guest:***@h:5672/%2F"
+    assert rabbitmq_masked_url("amqp://h:5672/%2F") == "amqp://h:5672/%2F"
 
 
 @pytest.mark.parametrize(("auth", "reason"), [("", "NOAUTH"), (":wrong-pw@", "WRONGPASS"), ("nobody:x@", "WRONGPASS")])

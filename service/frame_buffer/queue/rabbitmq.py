@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeGuard, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pika
@@ -83,7 +83,13 @@ _consumers_lock = threading.Lock()
 
 def _count(value: object) -> int:
     """A count from a message's headers, which whoever published it set: an int in [0, 2**31), else 0."""
-    return value if type(value) is int and 0 <= value < _MAX_COUNT else 0
+    return value if _is_int(value) and 0 <= value < _MAX_COUNT else 0
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    """An int and not a bool. isinstance, not type(): pika decodes a 64-bit field (the broker's
+    x-delivery-count, a timestamp) to an int subclass of its own."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _show(value: object) -> str:
@@ -811,9 +817,8 @@ class RabbitMQQueue(FrameQueue):
         deaths = headers.get("x-death")
         death = deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
         when = death.get("time")
-        at_ms = headers.get("x-fb-at-ms")
-        if type(at_ms) is not int:
-            at_ms = int(when.timestamp() * 1000) if isinstance(when, datetime) else 0
+        stamp = headers.get("x-fb-at-ms")
+        at_ms = int(stamp) if _is_int(stamp) else int(when.timestamp() * 1000) if isinstance(when, datetime) else 0
         message_id = props.message_id if isinstance(props.message_id, str) else ""
         header = headers.get(HEADER)
         return DeadLetter(
