@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from frame_buffer.errors import EXIT_CONFIG, EXIT_UNREACHABLE
 from frame_buffer.queue import BackendRefused, BackendUnavailable, QueueSettings
@@ -132,3 +133,26 @@ def test_rabbitmq_unreachable_stays_backend_unavailable() -> None:
     assert not isinstance(unavailable.value, BackendRefused)
     assert unavailable.value.exit_code == EXIT_UNREACHABLE and PASSWORD not in str(unavailable.value)
     queue.close()
+
+
+def test_redis_replica_is_refused(tmp_path: Path) -> None:
+    # A replica whose primary is not even there: it answers, and refuses every write.
+    replica = RedisServer(tmp_path / "replica", "--replicaof", "127.0.0.1", str(free_port())).start()
+    try:
+        queue = RedisStreamsQueue(replica.url)
+        with pytest.raises(BackendRefused) as refused:
+            queue.publish(make_frames(1)[0])
+        assert_refused(refused.value, f"127.0.0.1:{replica.port}", "READONLY", "point the URL at the primary")
+        queue.close()
+    finally:
+        replica.stop()
+
+
+def test_redis_without_the_xgroup_command_is_reported_as_redis_says(tmp_path: Path) -> None:
+    # Not a refusal of ours to name: a server built or configured without a stream command is a broken install.
+    server = RedisServer(tmp_path / "redis", "--rename-command", "XGROUP", "").start()
+    try:
+        with pytest.raises(redis.ResponseError, match="unknown command 'XGROUP'"):
+            RedisStreamsQueue(server.url, QueueSettings(groups=("g",)))
+    finally:
+        server.stop()

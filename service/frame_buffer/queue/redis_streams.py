@@ -175,6 +175,9 @@ class RedisStreamsQueue(FrameQueue):
             reason = text if text.startswith(str(code)) else f"{code} {text}"
             return BackendRefused(
                 f"redis at {self.address} refused {self.display_url}: {reason} (check the user, password and ACL)")
+        if code == "READONLY":  # a replica (a primary demoted by a failover, or the wrong address)
+            return BackendRefused(f"redis at {self.address} refused {self.display_url}: READONLY {text} "
+                                  "(a replica: point the URL at the primary)")
         if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):  # BusyLoadingError (LOADING) included
             return BackendUnavailable(f"redis at {self.address} unavailable: {exc}")
         if code == "WRONGTYPE":
