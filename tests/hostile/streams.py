@@ -3,7 +3,7 @@ the dead-letter stream read back and checked entry by entry."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 import redis
@@ -40,6 +40,10 @@ class DeadLetters:
             for letter_id, fields in batch:
                 self.by_original[fields[b"original_id"].decode()].append(fields)
                 self.last = letter_id.decode()
+
+    def reasons(self) -> Counter[str]:
+        """How many letters carry each reason."""
+        return Counter(letter[b"reason"].decode() for letters in self.read().values() for letter in letters)
 
     def holds(self, ids: Iterable[str]) -> bool:
         letters = self.read()
