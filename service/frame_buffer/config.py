@@ -424,7 +424,7 @@ def _server_url_problem(url: str, schemes: tuple[str, ...]) -> tuple[str | None,
         return f"must not contain spaces or control characters: {shown}", None
     parts = urllib.parse.urlsplit(url)
     if f"{parts.scheme}://" not in schemes or not url.startswith(f"{parts.scheme}://"):
-        return f"must start with {' or '.join(schemes)}, got {shown}", None
+        return f"must start with {', '.join(schemes[:-1])} or {schemes[-1]}, got {shown}", None
     if parts.scheme == "unix":
         return (None, parts) if parts.path else (f"a unix:// URL needs a socket path: {shown}", None)
     try:

@@ -36,14 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     group = args.group or settings.group
-    print(f"consume: reads group {group!r} of {settings.backend}:{settings.stream} as {args.consumer} "
-          f"(declared if missing: it then starts at the oldest entry held)", file=sys.stderr, flush=True)
     queue = queue_from(settings, (group,))
     latencies: list[float] = []
     consumed = batches = 0
-    first = last = time.monotonic()
-    dead_before = queue.stats(group).dead_letters
     try:
+        dead_before = queue.stats(group).dead_letters  # first: a server that is not there fails before we talk
+        print(f"consume: reads group {group!r} of {settings.backend}:{settings.stream} as {args.consumer} "
+              f"(declared if missing: it then starts at the oldest entry held)", file=sys.stderr, flush=True)
+        first = last = time.monotonic()
         while not args.max_frames or consumed < args.max_frames:
             want = args.batch if not args.max_frames else min(args.batch, args.max_frames - consumed)
             called = time.monotonic()
