@@ -223,6 +223,8 @@ def _header(**changes: Any) -> bytes:
         (_header() + b"\x00", b"ab", "bad_header: header is not valid msgpack (ExtraData: "),
         (msgpack.packb([1]), b"ab", "bad_header: header is a msgpack list, not a map"),
         ("text", b"ab", "bad_header: header is a str, not bytes"),
+        (msgpack.packb({"v": 1, b"k": 1}), b"ab", "bad_header: header key b'k' (bytes) is not a str"),
+        (msgpack.packb({1: 1}), b"ab", "bad_header: header is not valid msgpack (ValueError: int is not allowed"),
         (_header(pad="x" * 65536), b"ab", "bad_header: header is 65614 bytes, more than 65536"),
         (_header(v=2), b"ab", "bad_version: format version 2 (int), this build reads 1"),
         (_header(v=True), b"ab", "bad_version: format version True (bool)"),

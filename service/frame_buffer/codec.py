@@ -40,6 +40,7 @@ _REQUIRED = ("v", "cam", "seq", "ts", "codec", "len", "sum")
 _ARRAY_REQUIRED = ("shape", "dtype")
 _KEYS = frozenset(_REQUIRED)
 _ARRAY_KEYS = frozenset(_REQUIRED + _ARRAY_REQUIRED)
+_KNOWN_KEYS = frozenset((*_REQUIRED, *_ARRAY_REQUIRED, "sumk", "meta"))
 
 #: Limits of the format (docs/wire-format.md).
 MAX_HEADER_BYTES = 65536
@@ -149,6 +150,10 @@ def _unpack(header: object) -> dict[str, Any]:
         raise CodecError("bad_header", f"header is not valid msgpack ({_describe(exc)})") from exc
     if type(fields) is not dict:
         raise CodecError("bad_header", f"header is a msgpack {type(fields).__name__}, not a map")
+    if not _KNOWN_KEYS.issuperset(fields):  # only unknown keys can be bin (msgpack refuses other key types)
+        for key in fields:
+            if type(key) is not str:
+                raise CodecError("bad_header", f"header key {_show(key)} is not a str")
     return fields
 
 
@@ -243,8 +248,8 @@ class FrameCodec:
         """Decode a header and payload; raises :class:`CodecError` (and nothing else) naming what is wrong.
 
         The checks run in this order and the first that fails gives the reason: missing_header,
-        missing_payload, bad_header (size, msgpack, not a map), bad_version, missing_field, bad_codec,
-        bad_field (cam, seq, ts, len, sum), bad_header (sumk), bad_field (meta); for ``bytes`` bad_header
+        missing_payload, bad_header (size, msgpack, not a map, a key not a str), bad_version, missing_field,
+        bad_codec, bad_field (cam, seq, ts, len, sum), bad_header (sumk), bad_field (meta); for ``bytes`` bad_header
         (shape or dtype present); for raw/lz4 bad_dtype, bad_shape (form, then raw: len against shape);
         frame_too_large; truncated / bad_length; bad_checksum; for lz4 bad_payload (no prefix), bad_shape
         (prefix), bad_payload (block). Nothing is decompressed before its size is known to be allowed.

@@ -322,6 +322,11 @@ def extra_keys(draw: st.DrawFn, d: Draft) -> str | None:
     return None  # unknown keys are ignored
 
 
+def bin_key(draw: st.DrawFn, d: Draft) -> str | None:
+    d.header[draw(st.binary(max_size=6))] = draw(values)  # type: ignore[index]
+    return "bad_header"  # header keys are str; msgpack bin is not
+
+
 def truncate_header(draw: st.DrawFn, d: Draft) -> str | None:
     packed = msgpack.packb(d.header)
     d.header_bytes = packed[:draw(st.integers(0, len(packed) - 1))]
@@ -356,7 +361,7 @@ def random_header(draw: st.DrawFn, d: Draft) -> str | None:
 
 def arbitrary_map(draw: st.DrawFn, d: Draft) -> str | None:
     """Any map over the known keys and others, with any values: mostly wrong, in every combination."""
-    keys = st.sampled_from(KNOWN_KEYS) | st.text(max_size=6)
+    keys = st.sampled_from(KNOWN_KEYS) | st.text(max_size=6) | st.binary(max_size=2)
     d.header = draw(st.dictionaries(keys, values | wire_ints | st.sampled_from(["raw", "lz4", "bytes", "uint8"]),
                                     max_size=12))
     d.payload = draw(st.binary(max_size=64))
@@ -393,7 +398,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     drop_required, bad_version, bad_camera, bad_int_field, wrong_checksum, flip_payload_byte, bad_sumk, drop_sumk,
     bad_codec, switch_codec, bytes_with_shape, bad_meta, meta_with_int_key, bad_dtype, bad_shape_form, other_shape,
     decompression_bomb, truncate_payload, extend_payload, lz4_lying_prefix, lz4_without_prefix, lz4_corrupt_block,
-    extra_keys, truncate_header, trailing_header_bytes, oversized_header, header_not_a_map, header_not_msgpack,
+    extra_keys, bin_key, truncate_header, trailing_header_bytes, oversized_header, header_not_a_map, header_not_msgpack,
     random_header, arbitrary_map, leave_out_header, leave_out_payload, odd_field_names, extra_stream_fields,
 )
 #: Mutations of the header map only: several of them can be combined.
