@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import logging
 import math
 import os
 import sys
@@ -25,7 +26,7 @@ from frame_buffer.config import (
     name_problem,
     show,
 )
-from frame_buffer.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, FrameBufferError
+from frame_buffer.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_UNREACHABLE, FrameBufferError
 from frame_buffer.flow.buffer import FRAME_OVERHEAD_BYTES
 from frame_buffer.queue import FrameQueue, open_queue
 
@@ -236,6 +237,21 @@ def check_frame_size(settings: Settings, shape: tuple[int, ...], flag: str = "--
                           "(FRAME_BUFFER_BUFFER_BUDGET_BYTES)")
 
 
+def preflight(settings: Settings, groups: Sequence[str], *, outage_ok: bool) -> None:
+    """Ask the backend once before starting, so that a start it refuses (credentials, a key of the wrong
+    type) is one line and exit 2 at once rather than a run of retries; with ``outage_ok`` a server that does
+    not answer is left to the run (which spools and rides through an outage)."""
+    try:
+        queue = queue_from(settings, groups)
+        try:
+            queue.stats(groups[0] if groups else settings.group)
+        finally:
+            queue.close()
+    except FrameBufferError as exc:
+        if not (outage_ok and exc.exit_code == EXIT_UNREACHABLE):
+            raise
+
+
 # -- the one top-level handler ---------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``frame-buffer``; returns the exit code.
@@ -246,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         logs.configure()
+        # A command reports a broker that fails as its one line, with the address; pika's own ERROR lines
+        # about the same failure would bury it (``run`` configures logging again with its settings).
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
         code = int(args.func(args))
         sys.stdout.flush()  # here, so that a reader that went away is noticed here and not at exit
         return code

@@ -35,6 +35,7 @@ from frame_buffer.cli import (
     frame_size,
     integer,
     number,
+    preflight,
     queue_from,
     settings_from,
 )
@@ -118,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     with _choose_backend(base, explicit=args.backend is not None) as (settings, why):
         print(f"demo: backend {why}, stream {settings.stream}", flush=True)
         existed = _existing(settings)
+        preflight(settings, (GROUP,), outage_ok=False)
         print(f"demo: declares group {GROUP!r} on {settings.backend}:{settings.stream} and consumes it with "
               f"{args.consumers} consumer(s); "
               + (f"leaves {', '.join(sorted(existed))} as found" if existed else "deletes the stream at the end"),

@@ -18,6 +18,7 @@ from typing import Any
 import msgpack
 
 from frame_buffer.cli import add_queue_options, integer, queue_from, settings_from
+from frame_buffer.config import ConfigError
 from frame_buffer.queue import DeadLetter, FrameQueue
 
 #: Page size when walking the whole dead-letter queue.
@@ -105,7 +106,10 @@ def _as_dict(letter: DeadLetter, full: bool = False) -> dict[str, Any]:
 
 
 def _list(queue: FrameQueue, args: argparse.Namespace, ask: Callable[[str], str]) -> int:
-    letters = queue.dead_letters(count=args.count, after=args.after)
+    try:
+        letters = queue.dead_letters(count=args.count, after=args.after)
+    except ValueError as exc:  # the backend's word on an id it cannot read (Redis: not ms-seq)
+        raise ConfigError(f"--after: {exc}") from None
     if args.json:
         print(json.dumps([_as_dict(letter) for letter in letters]))
         return 0

@@ -22,6 +22,7 @@ from frame_buffer.cli import (
     integer,
     name,
     number,
+    preflight,
     queue_from,
     settings_from,
 )
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     shape = (*args.size, 3)
     check_frame_size(settings, shape)
     groups = declared_groups(args, settings)
+    preflight(settings, groups, outage_ok=True)
     print(groups_line(settings, groups), file=sys.stderr, flush=True)
     phases = [test_pattern(shape, phase) for phase in range(PATTERN_PHASES)]
     # The same stack as the service: adaptive buffer, breaker and spool, so a run rides through an outage.

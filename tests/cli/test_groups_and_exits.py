@@ -16,7 +16,7 @@ import redis
 from frame_buffer.frame import Frame
 from frame_buffer.queue import QueueSettings, open_queue
 from tests.cli.test_commands import FRAME_BUFFER, last_json, run
-from tests.conftest import REDIS_URL
+from tests.conftest import AMQP_URL, REDIS_URL
 from tests.servers import wait_until
 
 #: Backpressure within a second: 20 entries of backlog, a publish waits 0.5 s, the drain 1 s.
@@ -169,3 +169,18 @@ def test_loadgen_json_keeps_its_fields(stream_name: str) -> None:
         assert summary["groups"] == ["workers"]
     finally:
         redis.Redis.from_url(REDIS_URL).delete(stream_name, f"{stream_name}:dlq")
+
+
+def test_loadgen_on_rabbitmq_says_where_frames_go_without_a_group(stream_name: str) -> None:
+    from frame_buffer.queue.rabbitmq import delete_topology
+
+    try:
+        result = run("loadgen", "--backend", "rabbitmq", "--amqp-url", AMQP_URL, "--stream", stream_name,
+                     "--no-group", "--fps", "50", "--duration", "0.3", "--size", "16x16", "--json")
+        assert result.returncode == 0, result.stderr
+        first = result.stderr.splitlines()[0]
+        assert first.startswith(f"loadgen: declares no group on rabbitmq:{stream_name}: frames go to the group queues")
+        assert f"{stream_name}:unrouted, which the first group declared takes over" in first
+        assert last_json(result.stdout)["groups"] == []
+    finally:
+        delete_topology(AMQP_URL, QueueSettings(stream=stream_name), ("workers",))
