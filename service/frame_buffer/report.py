@@ -38,6 +38,8 @@ LATENCY_TARGET_MS = 10.0
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+#: A path in a message is shown up to this long (a file name must be recognisable, unlike a runaway number).
+_PATH_CHARS = 400
 #: Longest range, step or window a report asks Prometheus for (a year).
 MAX_DURATION_S = 365 * 86400
 
@@ -65,21 +67,20 @@ def prometheus_url(text: str) -> str:
     return text
 
 
-def output_file(text: str) -> Path:
-    """``--out``: a file name ending in .png or .html, in a directory that exists."""
-    path = Path(text)
+def output_problem(path: Path) -> str | None:
+    """Why ``--out`` cannot be written: not .png or .html, or no directory to write it into."""
     if path.suffix.lower() not in (".png", ".html"):
-        raise argparse.ArgumentTypeError(f"must end in .png or .html, got {show(text)}")
+        return f"--out must end in .png or .html, got {show(str(path), _PATH_CHARS)}"
     if not path.parent.is_dir():
-        raise argparse.ArgumentTypeError(f"no directory {show(str(path.parent))} to write {path.name} into")
-    return path
+        return f"--out: no directory {show(str(path.parent), _PATH_CHARS)} to write {path.name} into"
+    return None
 
 
 def input_file(text: str) -> Path:
     """``--bench-json``: a file that exists."""
     path = Path(text)
     if not path.is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {show(text)}")
+        raise argparse.ArgumentTypeError(f"no such file: {show(text, _PATH_CHARS)}")
     return path
 
 
@@ -106,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument(
         "--rate-window", type=duration, help="window of rate() and quantiles (default: 4 steps, at least 30s)"
     )
-    parser.add_argument("--out", type=output_file, required=True, help="report.png or report.html")
+    parser.add_argument("--out", type=Path, required=True, help="report.png or report.html")
     parser.add_argument("--title", default="frame-buffer", help="title printed on the report")
     parser.set_defaults(func=run)
 
@@ -379,6 +380,9 @@ def _latest(panels: list[Panel]) -> list[tuple[str, str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Render the report; 0 on success, 1 when there was nothing to draw or the source failed."""
+    if problem := output_problem(args.out):
+        print(f"frame-buffer report: {problem}", file=sys.stderr)
+        return 2
     try:
         import matplotlib  # noqa: F401
     except ImportError:
