@@ -60,7 +60,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("%(default)" in text or default in (None, False, argparse.SUPPRESS) or not action.option_strings
+        if (default is None or default is False or default == argparse.SUPPRESS or not action.option_strings
                 or "default" in text):
             return text
         return f"{text} (default: %(default)s)" if text else "default: %(default)s"
@@ -223,16 +223,15 @@ def address(settings: Settings) -> str:
     return f"{settings.backend} at {host}:{parts.port or default}"
 
 
-def check_frame_size(settings: Settings, shape: tuple[int, ...], flag: str = "--size", *,
-                     budget: bool = True) -> None:
+def check_frame_size(settings: Settings, shape: tuple[int, ...], flag: str = "--size") -> None:
     """Refuse, before any frame is made, a frame size the settings would refuse frame by frame: over
-    ``max_frame_bytes`` (the codec's FrameTooLarge) or, with ``budget``, over the producer's whole memory
-    budget (FrameOverBudget)."""
+    ``max_frame_bytes`` (the codec's FrameTooLarge) or over the producer's whole memory budget
+    (FrameOverBudget). The messages name the settings, which the frame-by-frame errors cannot."""
     nbytes = math.prod(shape)
     frame = f"{flag}: a {shape[1]}x{shape[0]} RGB frame is {nbytes} bytes"
     if nbytes > settings.max_frame_bytes:
         raise ConfigError(f"{frame}, over max_frame_bytes {settings.max_frame_bytes} (FRAME_BUFFER_MAX_FRAME_BYTES)")
-    if budget and nbytes + FRAME_OVERHEAD_BYTES > settings.buffer_budget_bytes:
+    if nbytes + FRAME_OVERHEAD_BYTES > settings.buffer_budget_bytes:
         raise ConfigError(f"{frame}: it can never fit buffer_budget_bytes {settings.buffer_budget_bytes} "
                           "(FRAME_BUFFER_BUFFER_BUDGET_BYTES)")
 
