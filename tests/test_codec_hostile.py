@@ -244,6 +244,8 @@ def _header(**changes: Any) -> bytes:
         (_header(shape=[2**31 - 1] * 8), b"ab",
          "bad_shape: shape [2147483647, 2147483647, 2147483647, 2147483647, 21474836... of uint8 is 4.523e+74 bytes"),
         (_header(shape=[3]), b"ab", "bad_shape: shape [3] of uint8 is 3 bytes, len says 2"),
+        (_header(shape=[0, 2**31 - 1, 2**31 - 1, 3], len=0), b"", "bad_shape: shape is [0, 2147483647, 2147483647, 3] "
+                                                                 "(list), must be empty or not, dimensions whose"),
         (_header(), b"a", "truncated: payload is 1 bytes, header says 2"),
         (_header(), b"abc", "bad_length: payload is 3 bytes, header says 2"),
         (_header(sum=1), b"ab", "bad_checksum: payload checksum does not match the header"),
@@ -282,6 +284,11 @@ def test_a_decompression_bomb_allocates_nothing_big() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 1_000_000
+
+
+def test_an_empty_array_with_huge_dimensions_decodes_while_numpy_can_make_it() -> None:
+    frame = CODEC.decode(_header(shape=[0, 2**31 - 1, 2**31 - 1, 2], len=0), b"")
+    assert frame.data.shape == (0, 2**31 - 1, 2**31 - 1, 2)  # type: ignore[union-attr]
 
 
 def test_a_raw_frame_decodes_as_a_read_only_view_of_the_payload() -> None:

@@ -13,6 +13,7 @@ exact types (``bool`` is not an ``int`` here, and it is fast): they cost about a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
@@ -124,7 +125,8 @@ def _check_meta(meta: object) -> dict[str, Any]:
 
 
 def _shape_bytes(shape: object, itemsize: int) -> int:
-    """Bytes an array of ``shape`` holds; raises ``bad_shape`` for anything but 0 to 8 dims in [0, 2**31)."""
+    """Bytes an array of ``shape`` holds; raises ``bad_shape`` for anything but 0 to 8 dims in [0, 2**31) (and
+    for an empty shape whose non-zero dims multiply to 2**63 bytes or more: no 64-bit reader can make it)."""
     if type(shape) is not list or len(shape) > MAX_DIMS:
         _bad("bad_shape", "shape", shape, f"an array of 0 to {MAX_DIMS} ints")
     size = itemsize
@@ -132,6 +134,9 @@ def _shape_bytes(shape: object, itemsize: int) -> int:
         if type(dim) is not int or not 0 <= dim < _DIM_LIMIT:
             _bad("bad_shape", "shape", shape, "an array of ints 0 <= d < 2**31")
         size *= dim
+    if size == 0 and math.prod(dim for dim in shape if dim) * itemsize >= _INT63:
+        # An empty array, but numpy (and any reader on 64-bit sizes) refuses dimensions that multiply this far.
+        _bad("bad_shape", "shape", shape, "empty or not, dimensions whose non-zero product is < 2**63 bytes")
     return size
 
 

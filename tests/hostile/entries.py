@@ -141,7 +141,8 @@ def _is_array(draft: Draft) -> bool:
 def _size(header: dict[str, Any]) -> int | None:
     """Bytes of the array the header describes, None when its shape or dtype is not one."""
     shape, dtype = header.get("shape"), header.get("dtype")
-    if not isinstance(shape, list) or not all(type(dim) is int for dim in shape) or dtype not in ITEMSIZE:
+    if not isinstance(shape, list) or not all(type(dim) is int for dim in shape) or not (
+            isinstance(dtype, str) and dtype in ITEMSIZE):
         return None
     return math.prod(shape) * ITEMSIZE[dtype]
 
@@ -261,6 +262,8 @@ def other_shape(draw: st.DrawFn, d: Draft) -> str | None:
     size = _size(d.header)
     if old is None or size is None:
         return UNKNOWN  # combined with a mutation of dtype
+    if size == 0 and math.prod(dim for dim in d.header["shape"] if dim) * ITEMSIZE[d.header["dtype"]] >= 2**63:
+        return "bad_shape"  # empty, but with dimensions no 64-bit reader can make an array of
     if size == old:
         return None  # the same bytes read as another shape: a valid frame
     return "frame_too_large" if d.codec == "lz4" and size > MAX_FRAME_BYTES else "bad_shape"
