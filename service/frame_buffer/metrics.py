@@ -19,6 +19,7 @@ DROP_REASONS = ("drop_oldest", "drop_newest", "spool_full", "shutdown_timeout")
 DEAD_LETTER_REASONS = (
     "handler_error", "delivery_limit", "missing_header", "missing_payload", "bad_header", "missing_field",
     "bad_version", "truncated", "bad_length", "bad_checksum", "bad_codec", "bad_dtype", "bad_payload",
+    "bad_field", "bad_shape", "frame_too_large", "decode_error",
 )
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 

@@ -233,18 +233,15 @@ def test_the_service_rejects_what_the_page_rejects_with_the_same_reason(stream: 
     queue.close()
 
 
-#: Where the service's codec and docs/wire-format.md (with /work/notes' rules) disagree today: the page says
-#: keys are str, the codec's msgpack reader (strict_map_key) also takes bin keys and ignores them as unknown.
-#: Strict: when the codec follows the page, these pass and must move to SINGLE_DEFECTS.
-DISAGREEMENTS = [
+#: Header keys that are msgpack bin, not str: the page says bad_header (the codec once took them as unknown keys).
+BIN_KEYS = [
     ("bin key", msgpack.packb({**FIELDS, b"x": 1}, use_bin_type=True), PAYLOAD, "bad_header"),
     ("bin key shadowing seq", msgpack.packb({**FIELDS, b"seq": 5}, use_bin_type=True), PAYLOAD, "bad_header"),
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="codec.py accepts msgpack bin map keys; the wire rules say str keys")
-@pytest.mark.parametrize(("name", "header", "payload", "reason"), DISAGREEMENTS, ids=[d[0] for d in DISAGREEMENTS])
-def test_known_disagreements(name: str, header: bytes, payload: bytes, reason: str) -> None:
+@pytest.mark.parametrize(("name", "header", "payload", "reason"), BIN_KEYS, ids=[d[0] for d in BIN_KEYS])
+def test_bin_keys_are_refused_by_page_and_service(name: str, header: bytes, payload: bytes, reason: str) -> None:
     with pytest.raises(Rejected, match=f"^{reason}"):
         third_party.decode(header, payload)
     with pytest.raises(ValueError, match=f"^{reason}"):
