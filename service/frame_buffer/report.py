@@ -415,7 +415,7 @@ def run(args: argparse.Namespace) -> int:
             table = _latest(panels)
     except (PrometheusError, OSError, ValueError, KeyError) as exc:
         print(f"frame-buffer report: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code if isinstance(exc, PrometheusError) else 1  # 3: Prometheus did not answer
     write(args.out, png, title, table)
     print(f"frame-buffer report: wrote {args.out}")
     return 0

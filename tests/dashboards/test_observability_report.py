@@ -119,9 +119,9 @@ def test_png_from_a_real_bench_run(stack: Prometheus, tmp_path: Path) -> None:
 
 
 def test_unreachable_prometheus_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """No Prometheus: exit 1 with the URL in the message, and no file."""
+    """No Prometheus: exit 3 (a server did not answer) with the URL in the message, and no file."""
     out = tmp_path / "report.png"
-    assert main(["report", "--prometheus", "http://127.0.0.1:9", "--out", str(out)]) == 1
+    assert main(["report", "--prometheus", "http://127.0.0.1:9", "--out", str(out)]) == 3
     assert "cannot query http://127.0.0.1:9" in capsys.readouterr().err
     assert not out.exists()
 
