@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -11,6 +13,28 @@ from frame_buffer import metrics
 from frame_buffer.flow.retry import NoBackoff
 from frame_buffer.supervisor import CRASH_LOOP_DEATHS, Heartbeat, Supervisor
 from tests.servers import wait_until
+
+MakeSupervisor = Callable[..., Supervisor]
+
+
+@pytest.fixture
+def supervisors() -> Iterator[MakeSupervisor]:
+    """Makes supervisors whose threads are stopped and joined when the test ends: a supervised thread that
+    outlives its test logs into pytest's closed capture stream ("--- Logging error ---")."""
+    made: list[Supervisor] = []
+
+    def make(**kwargs: Any) -> Supervisor:
+        made.append(Supervisor(**kwargs))
+        return made[-1]
+
+    yield make
+    units = [unit for supervisor in made for unit in supervisor.units]
+    for unit in units:
+        unit.stop.set()
+    for unit in units:
+        assert unit.thread is not None
+        unit.thread.join(10)
+        assert not unit.thread.is_alive(), f"thread {unit.name} outlived its test"
 
 
 def restarts(name: str) -> float:
@@ -21,8 +45,10 @@ def unit(supervisor: Supervisor, name: str) -> dict[str, object]:
     return next(t for t in supervisor.threads() if t["thread"] == name)
 
 
-def test_a_loop_that_dies_is_logged_with_its_traceback_counted_and_run_again(caplog: pytest.LogCaptureFixture) -> None:
-    supervisor = Supervisor(backoff=NoBackoff())
+def test_a_loop_that_dies_is_logged_with_its_traceback_counted_and_run_again(
+    caplog: pytest.LogCaptureFixture, supervisors: MakeSupervisor
+) -> None:
+    supervisor = supervisors(backoff=NoBackoff())
     stop, runs = threading.Event(), []
 
     def loop(heartbeat: Heartbeat) -> None:
@@ -45,8 +71,8 @@ def test_a_loop_that_dies_is_logged_with_its_traceback_counted_and_run_again(cap
     assert unit(supervisor, "unit-dies-once")["state"] == "finished" and supervisor.problems() == []
 
 
-def test_a_crash_loop_is_a_problem() -> None:
-    supervisor = Supervisor(backoff=NoBackoff())
+def test_a_crash_loop_is_a_problem(supervisors: MakeSupervisor) -> None:
+    supervisor = supervisors(backoff=NoBackoff())
     stop, deaths = threading.Event(), []
 
     def loop(heartbeat: Heartbeat) -> None:
@@ -63,8 +89,10 @@ def test_a_crash_loop_is_a_problem() -> None:
     stop.set()
 
 
-def test_a_loop_without_heartbeat_past_the_limit_is_stalled_and_recovers_when_it_beats() -> None:
-    supervisor = Supervisor(stall_limit_s=0.2)
+def test_a_loop_without_heartbeat_past_the_limit_is_stalled_and_recovers_when_it_beats(
+    supervisors: MakeSupervisor,
+) -> None:
+    supervisor = supervisors(stall_limit_s=0.2)
     stop, stuck = threading.Event(), threading.Event()
 
     def loop(heartbeat: Heartbeat) -> None:
@@ -81,8 +109,8 @@ def test_a_loop_without_heartbeat_past_the_limit_is_stalled_and_recovers_when_it
     stop.set()
 
 
-def test_a_loop_that_dies_while_stopping_is_dead_not_restarted() -> None:
-    supervisor = Supervisor(backoff=NoBackoff())
+def test_a_loop_that_dies_while_stopping_is_dead_not_restarted(supervisors: MakeSupervisor) -> None:
+    supervisor = supervisors(backoff=NoBackoff())
     stop = threading.Event()
     stop.set()
 
