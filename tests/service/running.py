@@ -62,6 +62,14 @@ class RunningService:
     def messages(self) -> list[str]:
         return [event["msg"] for event in self.events()]
 
+    def drain_summary(self) -> tuple[dict[str, int], int]:
+        """The producer's "producer drained: {...}" counts and the frames all workers acked, from the logs of a
+        stopped service: what a lossless shutdown is checked against."""
+        events = self.events()
+        producer = next(_counts(e["msg"]) for e in events if e["msg"].startswith("producer drained"))
+        acked = sum(_counts(e["msg"])["acked"] for e in events if e["msg"].startswith("worker svc-test-"))
+        return producer, acked
+
     def terminate(self, timeout: float = 60, signum: int = signal.SIGTERM) -> int:
         self.process.send_signal(signum)
         return self.process.wait(timeout)
@@ -70,3 +78,8 @@ class RunningService:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(30)
+
+
+def _counts(msg: str) -> dict[str, int]:
+    """The JSON object after the first ": " of a stop summary line."""
+    return json.loads(msg.split(": ", 1)[1])  # type: ignore[no-any-return]

@@ -23,10 +23,7 @@ def test_sigterm_mid_stream_loses_nothing_and_leaves_nothing_pending(
                                         "FRAME_BUFFER_WORKERS": "3"})
     wait_until(lambda: service.metric("frame_queue_acked_total") >= 300, 60, "300 acked frames")
     assert service.terminate() == 0, service.log_path.read_text()
-    events = service.events()
-    drained = next(json.loads(e["msg"].split(": ", 1)[1]) for e in events if e["msg"].startswith("producer drained"))
-    acked = sum(json.loads(e["msg"].split(": ", 1)[1])["acked"] for e in events
-                if e["msg"].startswith("worker svc-test-"))
+    drained, acked = service.drain_summary()
     client = redis.Redis.from_url(REDIS_URL)
     (group,) = client.xinfo_groups(stream_name)
     pending = client.xpending(stream_name, "workers")
