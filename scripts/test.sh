@@ -11,6 +11,9 @@ echo "== ruff"
 .venv/bin/ruff check service tests
 echo "== mypy (strict, service/)"
 .venv/bin/mypy
+echo "== import contracts (the floors of the package, [tool.importlinter] in pyproject.toml)"
+# service/ first on the path: the contracts are checked on this checkout's sources whatever the venv points at.
+PYTHONPATH="service${PYTHONPATH:+:$PYTHONPATH}" .venv/bin/lint-imports --no-cache
 echo "== pytest"
 # Everything was installed above: a deployment test that would skip for lack of tooling fails instead.
 export FB_TEST_REQUIRE_DEPLOY=1
