@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
+import re
+from dataclasses import fields
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import pytest
 
+from frame_buffer.checks import choices_of
+from frame_buffer.codec import Checksum
 from frame_buffer.config import ConfigError, Settings
+from frame_buffer.flow.backpressure import Policy
+from frame_buffer.queue import open_queue
+from frame_buffer.queue.settings import BACKENDS, DEFAULT_AMQP_URL, DEFAULT_REDIS_URL, QueueOptions, QueueSettings
 from frame_buffer.sources import SourceSpec, parse_size
 
 
@@ -189,3 +198,58 @@ def test_a_float_setting_takes_an_integer_from_yaml(tmp_path: Path) -> None:
     settings = Settings.load(config, environ={})
     assert (settings.publish_timeout_s, settings.stall_timeout_s) == (2.0, 0.5)
     assert Settings.load(environ={}).stall_timeout_s == 60.0
+
+
+def test_the_queue_settings_are_the_settings_queue_part() -> None:
+    """One declaration: Settings takes the queue's fields and defaults from QueueOptions, not a copy."""
+    names = {spec.name for spec in fields(QueueOptions)}
+    assert names <= {spec.name for spec in fields(Settings)}
+    assert Settings.load(environ={}).queue_settings() == QueueSettings(groups=("workers",))
+    assert Settings.load(environ={}).queue_settings(["a", "b"]).groups == ("a", "b")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("max_lag", 2_000_000_000, "must be at most 1000000000, got 2000000000"),
+        ("publish_timeout_s", 1e6, "must be at most 86400, got 1000000.0"),
+        ("claim_min_idle_ms", 0, "must be positive, got 0"),
+        ("max_deliveries", 1001, "must be at most 1000, got 1001"),
+        ("stream", "a b", "must not contain spaces or control characters, got 'a b'"),
+    ],
+)
+def test_the_queue_and_the_service_refuse_a_queue_setting_with_the_same_check(field: str, value: object,
+                                                                                 reason: str) -> None:
+    with pytest.raises(ValueError, match=f"^{field}: {re.escape(reason)}$"):
+        QueueSettings(**{field: value})  # type: ignore[arg-type]
+    flag = f"--{field.replace('_', '-')}"
+    with pytest.raises(ConfigError, match=f"^{flag}: {re.escape(reason)}$"):
+        Settings.load(environ={}, overrides={field: value})
+
+
+def test_every_default_written_as_a_variable_reads_back_as_the_default() -> None:
+    """Each field's type (from its annotation) has a conversion from text, and the defaults pass the checks."""
+    defaults = Settings.load(environ={})
+    environ = {}
+    for spec in fields(Settings):
+        value = getattr(defaults, spec.name)
+        if value is None:
+            continue
+        text = ",".join(value) if isinstance(value, tuple) else str(value)
+        environ[f"FRAME_BUFFER_{spec.name.upper()}"] = text.lower() if isinstance(value, bool) else text
+    assert Settings.load(environ=environ) == defaults
+
+
+def test_the_choices_are_the_types_literals() -> None:
+    hints = get_type_hints(Settings)
+    assert choices_of(hints["policy"]) == get_args(Policy) == ("block", "drop_oldest", "drop_newest")
+    assert choices_of(hints["checksum"]) == get_args(Checksum)
+    assert choices_of(hints["backend"]) == BACKENDS == ("redis", "rabbitmq", "memory")
+    assert choices_of(hints["cpu_wake_latency_us"]) is None
+
+
+def test_the_default_servers_are_written_once() -> None:
+    settings = Settings.load(environ={})
+    assert (settings.redis_url, settings.amqp_url) == (DEFAULT_REDIS_URL, DEFAULT_AMQP_URL)
+    assert inspect.signature(open_queue).parameters["redis_url"].default == DEFAULT_REDIS_URL
+    assert inspect.signature(open_queue).parameters["amqp_url"].default == DEFAULT_AMQP_URL

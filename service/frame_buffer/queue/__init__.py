@@ -9,12 +9,14 @@ from frame_buffer.queue.base import (
     Delivery,
     FrameQueue,
     QueueError,
-    QueueSettings,
     QueueStats,
     StreamWrongType,
 )
+from frame_buffer.queue.settings import DEFAULT_AMQP_URL, DEFAULT_REDIS_URL, QueueSettings
 
 __all__ = [
+    "DEFAULT_AMQP_URL",
+    "DEFAULT_REDIS_URL",
     "BackendRefused",
     "BackendUnavailable",
     "BackpressureTimeout",
@@ -32,8 +34,8 @@ __all__ = [
 def open_queue(
     backend: str,
     *,
-    redis_url: str = "redis://127.0.0.1:6379/0",
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F",
+    redis_url: str = DEFAULT_REDIS_URL,
+    amqp_url: str = DEFAULT_AMQP_URL,
     settings: QueueSettings | None = None,
     codec: FrameCodec | None = None,
 ) -> FrameQueue:

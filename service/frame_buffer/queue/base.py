@@ -29,6 +29,7 @@ from frame_buffer import metrics
 from frame_buffer.codec import CodecError, EncodedFrame, FrameCodec
 from frame_buffer.errors import EXIT_CONFIG, EXIT_UNREACHABLE, FrameBufferError
 from frame_buffer.frame import Frame
+from frame_buffer.queue.settings import QueueSettings as QueueSettings  # noqa: PLC0414 - moved there, re-exported
 
 log = logging.getLogger("frame_buffer.queue")
 
@@ -143,41 +144,6 @@ class QueueStats:
     def backlog(self) -> int:
         """Entries the group still has to acknowledge: what backpressure bounds."""
         return self.lag + self.pending
-
-
-@dataclass(frozen=True, slots=True)
-class QueueSettings:
-    """What every backend is configured with.
-
-    Args:
-        stream: the stream (Redis) or exchange (RabbitMQ) name; the dead-letter queue is ``<stream>:dlq``.
-        groups: consumer groups declared up front, so frames published before a consumer starts are kept.
-        max_lag: publish waits while some group's backlog (lag + pending) is at least this many entries.
-        publish_timeout_s: how long publish waits under backpressure before :class:`BackpressureTimeout`.
-        claim_min_idle_ms: a pending entry idle this long is reclaimed by another consumer of its group.
-        max_deliveries: an entry delivered more often than this is dead-lettered (``delivery_limit``).
-    """
-
-    stream: str = "frame_queue"
-    groups: tuple[str, ...] = ()
-    max_lag: int = 10_000
-    publish_timeout_s: float = 30.0
-    claim_min_idle_ms: int = 30_000
-    max_deliveries: int = 5
-
-    def __post_init__(self) -> None:
-        if not self.stream:
-            raise ValueError("stream: must not be empty")
-        for name in ("max_lag", "claim_min_idle_ms", "max_deliveries"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        if self.publish_timeout_s < 0:
-            raise ValueError(f"publish_timeout_s: must not be negative, got {self.publish_timeout_s}")
-
-    @property
-    def dead_letter_stream(self) -> str:
-        """Name of the dead-letter queue."""
-        return f"{self.stream}:dlq"
 
 
 class FrameQueue(ABC):
