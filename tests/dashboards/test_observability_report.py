@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from frame_buffer import report
 from frame_buffer.cli import main
+from frame_buffer.commands import report
 from tests.dashboards.stack import Prometheus, frame_buffer_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from frame_buffer.cli import number
+from frame_buffer.commands.common import number
 from frame_buffer.config import show
 from frame_buffer.errors import EXIT_UNREACHABLE, FrameBufferError
 
