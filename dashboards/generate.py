@@ -3,7 +3,9 @@
 
 Run ``python dashboards/generate.py`` after editing and commit both this file and its output;
 ``--check`` exits 1 when a committed JSON file differs from what this script generates (a test does that).
-Only the standard library is used, so Ansible or CI can run it anywhere.
+The PromQL comes from ``service/frame_buffer/promql.py``, which ``frame-buffer report`` renders too: this
+script takes it from the checkout it sits in, so run it with the project's environment (importing the
+``frame_buffer`` package needs its dependencies).
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "service"))  # this checkout's package, not whichever is installed
+
+from frame_buffer.promql import END_TO_END, PUBLISH_DURATION, Queries  # noqa: E402
+
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 #: The end-to-end latency target, drawn as a threshold line on the latency panels.
 LATENCY_TARGET_S = 0.01
-RATE = "[$__rate_interval]"
+#: The expressions rendered with Grafana's $__rate_interval and the dashboard's variables as filters.
+Q = Queries()
 
 Panel = dict[str, Any]
 
@@ -189,24 +196,14 @@ AOF_MAPPINGS = [
 LATENCY_THRESHOLDS: list[tuple[str, float | None]] = [("green", None), ("red", LATENCY_TARGET_S)]
 
 
-def quantile(q: float, metric: str) -> str:
-    """PromQL for the q-quantile of a histogram across all instances."""
-    return f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket{RATE})))"
-
-
 def frame_queue_panels() -> list[Panel]:
     """Every panel of the ``frame-queue`` dashboard, in display order."""
-    cam = 'camera=~"$camera"'
-    grp = 'group=~"$group"'
-    e2e = "frame_queue_end_to_end_latency_seconds"
-    pub = "frame_queue_publish_duration_seconds"
-    red = 'instance=~"$redis"'
-    streams = 'instance=~"$redis", stream=~"$stream"'
+    e2e, pub = END_TO_END, PUBLISH_DURATION
     return [
         row("Overview"),
         panel(
             "Published",
-            [(f"sum(rate(frame_queue_published_total{{{cam}}}{RATE}))", "frames/s")],
+            [(Q.published(), "frames/s")],
             kind="stat",
             unit="fps",
             width=4,
@@ -214,16 +211,16 @@ def frame_queue_panels() -> list[Panel]:
         ),
         panel(
             "Acked",
-            [(f"sum(rate(frame_queue_acked_total{{{cam}, {grp}}}{RATE}))", "frames/s")],
+            [(Q.acked(), "frames/s")],
             kind="stat",
             unit="fps",
             width=4,
             height=4,
         ),
-        panel("Queue depth", [("max(frame_queue_depth)", "entries")], kind="stat", width=4, height=4),
+        panel("Queue depth", [(Q.depth(), "entries")], kind="stat", width=4, height=4),
         panel(
             "p99 end-to-end",
-            [(quantile(0.99, e2e), "p99")],
+            [(Q.quantile(0.99, e2e), "p99")],
             kind="stat",
             unit="s",
             width=4,
@@ -232,7 +229,7 @@ def frame_queue_panels() -> list[Panel]:
         ),
         panel(
             "Breaker",
-            [("max(frame_queue_breaker_state)", "state")],
+            [(Q.breaker_state(), "state")],
             kind="stat",
             width=4,
             height=4,
@@ -241,7 +238,7 @@ def frame_queue_panels() -> list[Panel]:
         ),
         panel(
             "Ready",
-            [("min(frame_queue_ready)", "ready")],
+            [(Q.ready(), "ready")],
             kind="stat",
             width=4,
             height=4,
@@ -251,15 +248,15 @@ def frame_queue_panels() -> list[Panel]:
         row("Throughput"),
         panel(
             "Publish rate by camera",
-            [(f"sum by (camera) (rate(frame_queue_published_total{{{cam}}}{RATE}))", "{{camera}}")],
+            [(Q.published(by="camera"), "{{camera}}")],
             unit="fps",
             description="Frames accepted by the queue backend.",
         ),
         panel(
             "Consume and ack rate by group",
             [
-                (f"sum by (group) (rate(frame_queue_consumed_total{{{cam}, {grp}}}{RATE}))", "consumed {{group}}"),
-                (f"sum by (group) (rate(frame_queue_acked_total{{{cam}, {grp}}}{RATE}))", "acked {{group}}"),
+                (Q.consumed(by="group"), "consumed {{group}}"),
+                (Q.acked(by="group"), "acked {{group}}"),
             ],
             unit="fps",
         ),
@@ -267,31 +264,31 @@ def frame_queue_panels() -> list[Panel]:
             "Redeliveries and publish errors",
             [
                 (
-                    f"sum by (group) (rate(frame_queue_redelivered_total{{{cam}, {grp}}}{RATE}))",
+                    Q.redelivered(),
                     "redelivered {{group}}",
                 ),
-                (f"sum(rate(frame_queue_publish_errors_total{RATE}))", "publish errors"),
+                (Q.publish_errors(), "publish errors"),
             ],
             unit="ops",
             description="Deliveries after the first (retries, reclaimed frames of dead consumers).",
         ),
         row("Backlog"),
-        panel("Queue depth", [("max(frame_queue_depth)", "stream length")], unit="short", width=6),
+        panel("Queue depth", [(Q.depth(), "stream length")], unit="short", width=6),
         panel(
             "Consumer lag",
-            [(f"max by (group) (frame_queue_consumer_lag{{{grp}}})", "{{group}}")],
+            [(Q.by_group("frame_queue_consumer_lag"), "{{group}}")],
             width=6,
             description="Entries not yet delivered to the group.",
         ),
         panel(
             "Pending",
-            [(f"max by (group) (frame_queue_pending{{{grp}}})", "{{group}}")],
+            [(Q.by_group("frame_queue_pending"), "{{group}}")],
             width=6,
             description="Entries delivered but not yet acknowledged.",
         ),
         panel(
             "Oldest pending entry",
-            [(f"max by (group) (frame_queue_oldest_pending_seconds{{{grp}}})", "{{group}}")],
+            [(Q.by_group("frame_queue_oldest_pending_seconds"), "{{group}}")],
             unit="s",
             width=6,
             thresholds=[("green", None), ("red", 120)],
@@ -301,8 +298,8 @@ def frame_queue_panels() -> list[Panel]:
         panel(
             "End-to-end latency (capture to handler)",
             [
-                (quantile(0.5, e2e), "p50"),
-                (quantile(0.99, e2e), "p99"),
+                (Q.quantile(0.5, e2e), "p50"),
+                (Q.quantile(0.99, e2e), "p99"),
             ],
             unit="s",
             width=12,
@@ -310,27 +307,27 @@ def frame_queue_panels() -> list[Panel]:
             threshold_line=True,
             description="The red line is the 10 ms target.",
         ),
-        panel("Publish duration", [(quantile(0.5, pub), "p50"), (quantile(0.99, pub), "p99")], unit="s", width=12),
+        panel("Publish duration", [(Q.quantile(0.5, pub), "p50"), (Q.quantile(0.99, pub), "p99")], unit="s", width=12),
         row("Losses"),
         panel(
             "Drops by reason",
-            [(f"sum by (reason) (increase(frame_queue_dropped_total{RATE}))", "{{reason}}")],
+            [(Q.dropped(), "{{reason}}")],
             description="Frames discarded by the drop policy or the spool limit.",
             stack=True,
         ),
         panel(
             "Dead-lettered by reason",
             [
-                (f"sum by (reason) (increase(frame_queue_dead_lettered_total{RATE}))", "{{reason}}"),
+                (Q.dead_lettered(), "{{reason}}"),
             ],
             stack=True,
         ),
         panel(
             "Dead-letter queue, source gaps, thread restarts",
             [
-                ("max(frame_queue_dead_letter_depth)", "dead-letter depth"),
-                (f"sum by (camera) (increase(frame_queue_source_gaps_total{{{cam}}}{RATE}))", "gaps {{camera}}"),
-                (f"sum by (thread) (increase(frame_queue_thread_restarts_total{RATE}))", "restarts {{thread}}"),
+                (Q.dead_letter_depth(), "dead-letter depth"),
+                (Q.source_gaps(), "gaps {{camera}}"),
+                (Q.thread_restarts(), "restarts {{thread}}"),
             ],
             description="A thread restart is a service thread that died and was started again (see the log for "
             "its traceback).",
@@ -338,7 +335,7 @@ def frame_queue_panels() -> list[Panel]:
         row("Flow control"),
         panel(
             "Breaker state",
-            [("max by (instance) (frame_queue_breaker_state)", "{{instance}}")],
+            [(Q.breaker_state(by="instance"), "{{instance}}")],
             kind="state-timeline",
             mappings=BREAKER_MAPPINGS,
             thresholds=[("green", None), ("orange", 1), ("red", 2)],
@@ -346,23 +343,23 @@ def frame_queue_panels() -> list[Panel]:
         panel(
             "Breaker transitions",
             [
-                (f"sum by (state) (increase(frame_queue_breaker_transitions_total{RATE}))", "{{state}}"),
+                (Q.breaker_transitions(), "{{state}}"),
             ],
         ),
         panel(
             "Buffer capacity and frames",
             [
-                ("sum(frame_queue_buffer_capacity_frames)", "capacity"),
-                ("sum(frame_queue_buffer_frames)", "buffered"),
-                ("sum(frame_queue_spool_frames)", "spooled"),
+                (Q.total("frame_queue_buffer_capacity_frames"), "capacity"),
+                (Q.total("frame_queue_buffer_frames"), "buffered"),
+                (Q.total("frame_queue_spool_frames"), "spooled"),
             ],
         ),
         panel(
             "Buffer memory",
             [
-                ("sum(frame_queue_buffer_bytes)", "buffer"),
-                ("sum(frame_queue_spool_bytes)", "spool"),
-                ("sum(frame_queue_buffer_budget_bytes)", "budget"),
+                (Q.total("frame_queue_buffer_bytes"), "buffer"),
+                (Q.total("frame_queue_spool_bytes"), "spool"),
+                (Q.total("frame_queue_buffer_budget_bytes"), "budget"),
             ],
             unit="bytes",
             width=24,
@@ -371,22 +368,22 @@ def frame_queue_panels() -> list[Panel]:
         panel(
             "Memory used against maxmemory",
             [
-                (f"redis_memory_used_bytes{{{red}}}", "used {{instance}}"),
-                (f"redis_memory_max_bytes{{{red}}}", "maxmemory {{instance}}"),
+                (Q.redis("redis_memory_used_bytes"), "used {{instance}}"),
+                (Q.redis("redis_memory_max_bytes"), "maxmemory {{instance}}"),
             ],
             unit="bytes",
         ),
-        panel("Commands", [(f"rate(redis_commands_processed_total{{{red}}}{RATE})", "{{instance}}")], unit="ops"),
+        panel("Commands", [(Q.redis_rate("redis_commands_processed_total"), "{{instance}}")], unit="ops"),
         panel(
             "Clients",
             [
-                (f"redis_connected_clients{{{red}}}", "connected {{instance}}"),
-                (f"rate(redis_rejected_connections_total{{{red}}}{RATE})", "rejected/s {{instance}}"),
+                (Q.redis("redis_connected_clients"), "connected {{instance}}"),
+                (Q.redis_rate("redis_rejected_connections_total"), "rejected/s {{instance}}"),
             ],
         ),
         panel(
             "Up",
-            [(f"min(redis_up{{{red}}})", "up")],
+            [(Q.redis_min("redis_up"), "up")],
             kind="stat",
             width=6,
             height=4,
@@ -403,7 +400,7 @@ def frame_queue_panels() -> list[Panel]:
         ),
         panel(
             "AOF last write",
-            [(f"min(redis_aof_last_write_status{{{red}}})", "write")],
+            [(Q.redis_min("redis_aof_last_write_status"), "write")],
             kind="stat",
             width=6,
             height=4,
@@ -412,7 +409,7 @@ def frame_queue_panels() -> list[Panel]:
         ),
         panel(
             "AOF last rewrite",
-            [(f"min(redis_aof_last_bgrewrite_status{{{red}}})", "rewrite")],
+            [(Q.redis_min("redis_aof_last_bgrewrite_status"), "rewrite")],
             kind="stat",
             width=6,
             height=4,
@@ -420,25 +417,21 @@ def frame_queue_panels() -> list[Panel]:
             thresholds=[("red", None), ("green", 1)],
         ),
         panel(
-            "Uptime", [(f"min(redis_uptime_in_seconds{{{red}}})", "uptime")], kind="stat", unit="s", width=6, height=4
+            "Uptime", [(Q.redis_min("redis_uptime_in_seconds"), "uptime")], kind="stat", unit="s", width=6, height=4
         ),
-        panel("Stream length", [(f"redis_stream_length{{{streams}}}", "{{stream}}")]),
+        panel("Stream length", [(Q.stream("redis_stream_length"), "{{stream}}")]),
         panel(
             "Stream groups: pending and delivery lag",
             [
-                (f"redis_stream_group_messages_pending{{{streams}}}", "pending {{stream}}/{{group}}"),
-                (
-                    f"(redis_stream_last_generated_id{{{streams}}} - on (instance, db, stream) group_right "
-                    f"redis_stream_group_last_delivered_id{{{streams}}}) / 1000",
-                    "lag s {{stream}}/{{group}}",
-                ),
+                (Q.stream("redis_stream_group_messages_pending"), "pending {{stream}}/{{group}}"),
+                (Q.stream_group_lag_s(), "lag s {{stream}}/{{group}}"),
             ],
             description="Delivery lag: stream time between the newest entry and the group's last delivered "
             "entry (ids are millisecond timestamps), from the exporter's stream checks.",
         ),
         panel(
             "Evicted keys",
-            [(f"increase(redis_evicted_keys_total{{{red}}}{RATE})", "{{instance}}")],
+            [(Q.redis_increase("redis_evicted_keys_total"), "{{instance}}")],
             description="Must stay 0: Redis runs with maxmemory-policy noeviction.",
             thresholds=[("green", None), ("red", 1)],
             threshold_line=True,

@@ -34,11 +34,6 @@ class Frame:
     meta: dict[str, MetaValue] = field(default_factory=dict)
 
     @property
-    def is_array(self) -> bool:
-        """True when the payload is a numpy array rather than encoded bytes."""
-        return isinstance(self.data, np.ndarray)
-
-    @property
     def nbytes(self) -> int:
         """Size of the payload in bytes (before any compression)."""
         if isinstance(self.data, np.ndarray):

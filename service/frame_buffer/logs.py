@@ -23,8 +23,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def configure(log_format: str = "text", level: str = "INFO") -> None:
-    """Route every logger to stderr in the chosen format (replaces earlier handlers)."""
+def configure(log_format: str = "text", level: str = "INFO", *, one_shot: bool = False) -> None:
+    """Route every logger to stderr in the chosen format (replaces earlier handlers).
+
+    pika logs every connection step, and a delete of a missing queue as a warning; its failures reach us as
+    exceptions, which we log with the broker's address, so only its errors are kept. A ``one_shot`` command
+    reports a broker that fails as its one last line, with the address: there even pika's ERROR lines about
+    the same failure would bury it, so pika is silenced.
+    """
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
@@ -33,6 +39,4 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # pika logs every connection step, and a delete of a missing queue as a warning; its failures reach us as
-    # exceptions, which we log with the broker's address.
-    logging.getLogger("pika").setLevel(logging.ERROR)
+    logging.getLogger("pika").setLevel(logging.CRITICAL if one_shot else logging.ERROR)

@@ -1,48 +1,42 @@
-"""``frame-buffer run``: the long-running process deployed on nebula.
+"""The service runtime that ``frame-buffer run`` (``commands/run.py``) starts: the process deployed on nebula.
 
 Sources -> Producer (adaptive buffer, breaker, spool) -> queue -> N Workers -> handler, with ``/metrics``,
-``/healthz`` and ``/readyz`` over HTTP.
+``/healthz`` and ``/readyz`` over HTTP (``http_endpoint.py``).
 
-Start: every setting, source spec and the handler are checked, files and streams are opened once, the backend
-is asked once (refused credentials stop the start; an unreachable backend does not: the service starts
-degraded and spools), and the HTTP port is bound, all before any thread starts. Every thread then runs under a
-:class:`~frame_buffer.supervisor.Supervisor`. SIGTERM or SIGINT (see ``stop_signals.py``), at any moment after
-``run`` began, drains in order: stop the sources, flush buffer and spool, let the workers finish and ack what
-they hold, then exit 0 (1 if the drain timed out and frames were left unpublished, which are then counted as
-dropped with reason ``shutdown_timeout``).
+Start: every setting, source spec and the handler are checked (``start_checks.py``), files and streams are
+opened once, the backend is asked once (refused credentials stop the start; an unreachable backend does not:
+the service starts degraded and spools), and the HTTP port is bound, all before any thread starts. Every
+thread then runs under a :class:`~frame_buffer.supervisor.Supervisor`. :meth:`Service.stop` drains in order:
+stop the sources, flush buffer and spool, let the workers finish and ack what they hold; 0 when clean, 1 if
+the drain timed out and frames were left unpublished, which are then counted as dropped with reason
+``shutdown_timeout``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import signal
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-from frame_buffer import logs, metrics
-from frame_buffer.cli import add_queue_options, queue_from, settings_from
+from frame_buffer import metrics
 from frame_buffer.config import Settings
 from frame_buffer.errors import ConfigError
 from frame_buffer.flow.backpressure import ProducerClosed
-from frame_buffer.flow.buffer import FRAME_OVERHEAD_BYTES
 from frame_buffer.flow.producer import Producer
 from frame_buffer.flow.retry import RetryPolicy
 from frame_buffer.flow.worker import Worker
 from frame_buffer.handlers import load_handler
-from frame_buffer.queue import BackendRefused, BackendUnavailable, BackpressureTimeout, FrameQueue
-from frame_buffer.sources import SourceSpec, open_source, parse_size, probe_source
+from frame_buffer.http_endpoint import HTTPServer, handler_for
+from frame_buffer.queue import BackendRefused, BackendUnavailable, BackpressureTimeout, FrameQueue, open_queue
+from frame_buffer.sources import SourceSpec, open_source, probe_source
 from frame_buffer.sources.synthetic import SyntheticSource
 from frame_buffer.sources.video import READ_TIMEOUT_S, VideoSource
-from frame_buffer.stop_signals import StopSignals
-from frame_buffer.supervisor import STALL_LIMIT_S, Heartbeat, Supervisor
+from frame_buffer.start_checks import check_sources, stall_limit
+from frame_buffer.supervisor import Heartbeat, Supervisor
 
 log = logging.getLogger("frame_buffer.service")
 STATS_INTERVAL_S = 2.0
@@ -50,70 +44,6 @@ STATS_INTERVAL_S = 2.0
 SOURCE_JOIN_S = READ_TIMEOUT_S + 1.0
 #: The least time a worker gets to finish its round at the drain, after the producer's flush.
 WORKER_GRACE_S = 1.0
-#: What the producer's budget charges a frame beyond its pixels: bookkeeping, and a generous header.
-_FRAME_OVERHEAD = FRAME_OVERHEAD_BYTES + 512
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = subparsers.add_parser("run", help="run the service: sources, workers, metrics endpoint")
-    add_queue_options(parser)
-    parser.add_argument("--http-port", type=int, help="port of /metrics, /healthz, /readyz (default 8080)")
-    parser.add_argument("--workers", type=int, help="consumer threads (default 2)")
-    parser.add_argument("--source", action="append", dest="sources",
-                        help="kind:camera[:key=value...]; repeat for several (default from FRAME_BUFFER_SOURCES)")
-    parser.add_argument("--no-sources", action="store_true", help="consume only")
-    parser.add_argument("--handler", help="module:function called with each frame")
-    parser.add_argument("--cpu-wake-latency-us", type=int,
-                        help="hold a bound on idle CPUs' wake-up latency while running (0: they poll; needs root)")
-    parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Start, wait for SIGTERM or SIGINT, drain; the exit code."""
-    signals = StopSignals()  # first of all: from here on a stop signal is remembered, never fatal
-    try:
-        return _run(args, signals)
-    finally:
-        signals.close()
-
-
-def _run(args: argparse.Namespace, signals: StopSignals) -> int:
-    sources = () if args.no_sources else (tuple(args.sources) if args.sources else None)
-    settings = settings_from(args, http_port=args.http_port, workers=args.workers, sources=sources,
-                             handler=args.handler, cpu_wake_latency_us=args.cpu_wake_latency_us)
-    logs.configure(settings.log_format, settings.log_level)
-    wake_latency = settings.wake_latency_request()  # before anything starts: refused, it stops the start
-    if wake_latency is not None:
-        log.info("holding a CPU wake-up latency bound of %d us", wake_latency.microseconds)
-    try:
-        service = Service(settings)
-        if signals.requested:
-            log.info("stop signal during start-up: not starting")
-        else:
-            service.start()
-        number = signals.wait()
-        log.info("signal %s: draining", signal.Signals(number or signal.SIGTERM).name)
-        code = service.stop()
-        if len(signals.received) > 1:
-            log.info("%d more stop signals came during the drain; ignored (the drain has its own time limit)",
-                     len(signals.received) - 1)
-        return code
-    finally:
-        if wake_latency is not None:
-            wake_latency.close()
-
-
-def stall_limit(settings: Settings) -> float:
-    """The supervisor's stall limit: setting ``stall_timeout_s`` (``FRAME_BUFFER_STALL_TIMEOUT_S``, 60 s).
-
-    It must be longer than ``publish_timeout_s``: a publish (and a source's submit) under backpressure waits
-    that long without a heartbeat, and must not look like a stall.
-    """
-    limit = float(getattr(settings, "stall_timeout_s", STALL_LIMIT_S))
-    if limit <= settings.publish_timeout_s:
-        raise ConfigError(f"FRAME_BUFFER_STALL_TIMEOUT_S: must be longer than FRAME_BUFFER_PUBLISH_TIMEOUT_S "
-                          f"({settings.publish_timeout_s:g} s, the longest wait under backpressure), got {limit:g}")
-    return limit
 
 
 def backend_address(settings: Settings) -> str:
@@ -131,17 +61,6 @@ def backend_address(settings: Settings) -> str:
     return f"{url.hostname or '127.0.0.1'}:{port}"
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """Beats the http thread's heartbeat on every poll of ``serve_forever``."""
-
-    daemon_threads = True
-    heartbeat: Heartbeat | None = None
-
-    def service_actions(self) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat.beat()
-
-
 class Service:
     """Everything ``run`` starts, and the order in which it is stopped.
 
@@ -152,7 +71,7 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.specs = [SourceSpec.parse(text) for text in settings.sources]
-        self._check_sources()
+        check_sources(settings, self.specs)
         self.handler = load_handler(settings.handler)
         self.supervisor = Supervisor(stall_limit_s=stall_limit(settings))
         self.stopping = threading.Event()
@@ -172,28 +91,10 @@ class Service:
             if problem:
                 log.warning("source %s: %s; starting without it, reconnecting with backoff", spec.name, problem)
             self.source_problems[spec.camera] = problem
-        self.shared: FrameQueue | None = queue_from(settings) if settings.backend == "memory" else None
+        self.shared: FrameQueue | None = self._new_queue() if settings.backend == "memory" else None
         self.backend_error = self._check_backend()
         self.backend_reachable = self.backend_error is None
         self.http = self._bind()
-
-    def _check_sources(self) -> None:
-        """One camera per source, and synthetic frames that the codec and the memory budget can hold."""
-        seen: set[str] = set()
-        for spec in self.specs:
-            if spec.camera in seen:
-                raise ConfigError(f"FRAME_BUFFER_SOURCES: camera {spec.camera} is given twice")
-            seen.add(spec.camera)
-            if spec.kind != "synthetic":
-                continue
-            height, width = parse_size(spec.options.get("size", "640x480"))
-            size = width * height * 3
-            if size > self.settings.max_frame_bytes:
-                raise ConfigError(f"FRAME_BUFFER_SOURCES: source {spec.name}: frames of {size} bytes are larger "
-                                  f"than FRAME_BUFFER_MAX_FRAME_BYTES ({self.settings.max_frame_bytes})")
-            if size + _FRAME_OVERHEAD > self.settings.buffer_budget_bytes:
-                raise ConfigError(f"FRAME_BUFFER_SOURCES: source {spec.name}: frames of {size} bytes do not fit in "
-                                  f"FRAME_BUFFER_BUFFER_BUDGET_BYTES ({self.settings.buffer_budget_bytes})")
 
     def _check_backend(self) -> str | None:
         """Ask the backend once: refused credentials raise (exit 2); unreachable is a reason, not an error."""
@@ -217,10 +118,10 @@ class Service:
             return f"authentication refused by {self.address}: {exc}"
         return f"backend unreachable at {self.address}: {exc}"
 
-    def _bind(self) -> _HTTPServer:
+    def _bind(self) -> HTTPServer:
         host, port = self.settings.http_host, self.settings.http_port
         try:
-            return _HTTPServer((host, port), _handler_for(self))
+            return HTTPServer((host, port), handler_for(self))
         except socket.gaierror as exc:
             raise ConfigError(f"FRAME_BUFFER_HTTP_HOST: cannot listen on {host}:{port}: {exc.strerror}") from None
         except OSError as exc:
@@ -229,7 +130,12 @@ class Service:
 
     def open_queue(self) -> FrameQueue:
         """A queue of the worker's or publisher's own (the memory backend is shared)."""
-        return self.shared if self.shared is not None else queue_from(self.settings)
+        return self.shared if self.shared is not None else self._new_queue()
+
+    def _new_queue(self) -> FrameQueue:
+        settings = self.settings
+        return open_queue(settings.backend, redis_url=settings.redis_url, amqp_url=settings.amqp_url,
+                          settings=settings.queue_settings(), codec=settings.codec())
 
     @property
     def port(self) -> int:
@@ -396,30 +302,3 @@ class Service:
         self.http.server_close()
         log.info("stopped %s", "cleanly" if clean else "with frames left behind (drain timeout)")
         return 0 if clean else 1
-
-
-def _handler_for(service: Service) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/metrics":
-                self._send(200, generate_latest(metrics.REGISTRY), CONTENT_TYPE_LATEST)
-            elif self.path == "/healthz":
-                health = service.health()
-                self._send(200 if health["alive"] else 503, json.dumps(health).encode() + b"\n", "application/json")
-            elif self.path == "/readyz":
-                state = service.ready()
-                self._send(200 if state["ready"] else 503, json.dumps(state).encode() + b"\n", "application/json")
-            else:
-                self._send(404, b"not found\n", "text/plain")
-
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Access logs stay out of the event log."""
-
-    return Handler

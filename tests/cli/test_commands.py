@@ -102,15 +102,15 @@ def test_unreachable_redis_is_reported_with_its_address() -> None:
 
 
 def test_a_latency_run_whose_producer_died_fails_with_its_exit_code() -> None:
-    from frame_buffer import bench
+    from frame_buffer.commands.bench import harness
 
-    crashed = bench.start_producer(sys.exit, 3)
+    crashed = harness.start_producer(sys.exit, 3)
     crashed.join()
     with pytest.raises(RuntimeError, match="producer exited with code 3 after 5 of 10 frames"):
-        bench.producer_gone(crashed, 5, 10)
-    running = bench.start_producer(time.sleep, 60)
+        harness.producer_gone(crashed, 5, 10)
+    running = harness.start_producer(time.sleep, 60)
     try:
-        bench.producer_gone(running, 5, 10)  # still producing: the run waits on
+        harness.producer_gone(running, 5, 10)  # still producing: the run waits on
         assert running.is_alive()
     finally:
         running.terminate()

@@ -137,3 +137,19 @@ def test_the_latency_target_is_drawn() -> None:
     defaults = item["fieldConfig"]["defaults"]
     assert {"color": "red", "value": 0.01} in defaults["thresholds"]["steps"]
     assert defaults["custom"]["thresholdsStyle"]["mode"] in ("line", "line+area", "dashed")
+
+
+def test_the_report_draws_the_dashboards_queries() -> None:
+    """``frame-buffer report`` renders its panels from promql.py as the dashboard does: rendered with the
+    dashboard's window and filters, each of its queries is one of the dashboard's, but for those that the
+    dashboard does not show (a p90, and Redis memory summed over the instances where it shows each)."""
+    from frame_buffer.commands.report.data import prometheus_panels
+    from frame_buffer.promql import END_TO_END, Queries
+
+    dashboard = Queries()
+    not_on_the_dashboard = {dashboard.quantile(0.9, END_TO_END), dashboard.redis_memory_used_total(),
+                            dashboard.redis_memory_max_total()}
+    shown = {query.expr for query in queries("frame-queue.json", ALL["frame-queue.json"])}
+    drawn = {query.expr for *_, panel_queries in prometheus_panels(dashboard) for query in panel_queries}
+    assert drawn - not_on_the_dashboard <= shown, sorted(drawn - not_on_the_dashboard - shown)
+    assert len(drawn - not_on_the_dashboard) == 11

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from frame_buffer import report
 from frame_buffer.cli import main
+from frame_buffer.commands import report
+from frame_buffer.commands.report.data import Panel, from_prometheus
 from tests.dashboards.stack import Prometheus, frame_buffer_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -27,11 +28,11 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def panels(stack: Prometheus) -> list[report.Panel]:
+def panels(stack: Prometheus) -> list[Panel]:
     """The report's panels once every one of them has data (polled up to a deadline)."""
     deadline = time.monotonic() + DEADLINE_S
     while True:
-        found = report.from_prometheus(stack.url, range_s=120, step_s=1, window_s=10)
+        found = from_prometheus(stack.url, range_s=120, step_s=1, window_s=10)
         empty = [panel.title for panel in found if not panel.series]
         if not empty:
             return found
@@ -41,7 +42,7 @@ def panels(stack: Prometheus) -> list[report.Panel]:
 
 
 @pytest.mark.slow
-def test_every_report_panel_has_data(panels: list[report.Panel]) -> None:
+def test_every_report_panel_has_data(panels: list[Panel]) -> None:
     """Rates, latency, backlog and memory all come back from Prometheus, with the 10 ms target."""
     titles = {panel.title: panel for panel in panels}
     assert set(titles) == {"Throughput", "Latency", "Backlog", "Memory"}
@@ -52,7 +53,7 @@ def test_every_report_panel_has_data(panels: list[report.Panel]) -> None:
 
 
 @pytest.mark.slow
-def test_png_from_prometheus(stack: Prometheus, panels: list[report.Panel], tmp_path: Path) -> None:
+def test_png_from_prometheus(stack: Prometheus, panels: list[Panel], tmp_path: Path) -> None:
     """The command writes a PNG of the 2x2 panel grid."""
     out = tmp_path / "report.png"
     code = main(
@@ -76,7 +77,7 @@ def test_png_from_prometheus(stack: Prometheus, panels: list[report.Panel], tmp_
 
 
 @pytest.mark.slow
-def test_html_from_prometheus(stack: Prometheus, panels: list[report.Panel], tmp_path: Path) -> None:
+def test_html_from_prometheus(stack: Prometheus, panels: list[Panel], tmp_path: Path) -> None:
     """The HTML page inlines the picture and lists the latest values."""
     out = tmp_path / "report.html"
     end = str(time.time())

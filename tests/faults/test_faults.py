@@ -18,11 +18,11 @@ import msgpack
 import pytest
 
 from frame_buffer import metrics
+from frame_buffer.commands.soak import rss_mb
 from frame_buffer.flow import CircuitBreaker, ExponentialBackoff, Producer
 from frame_buffer.frame import Frame
 from frame_buffer.queue import FrameQueue, QueueSettings, open_queue
 from frame_buffer.queue.redis_streams import RedisStreamsQueue
-from frame_buffer.soak import rss_mb
 from tests import servers
 from tests.faults.helpers import ConsumerProcess, all_dead_letters, redis_info, tally
 from tests.frames import pattern

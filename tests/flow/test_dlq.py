@@ -8,7 +8,7 @@ import json
 import pytest
 
 from frame_buffer.cli import build_parser, main
-from frame_buffer.dlq import run_on
+from frame_buffer.commands.dlq import run_on
 from frame_buffer.queue import FrameQueue
 from tests.conftest import REDIS_URL, QueueFactory
 from tests.frames import make_frames

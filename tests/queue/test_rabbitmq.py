@@ -317,7 +317,7 @@ def test_encoded_payload_is_sent_from_its_own_buffer(stream: str) -> None:
 
 
 def test_raw_pika_baseline_runs() -> None:
-    from frame_buffer.baselines import pika_raw
+    from frame_buffer.commands.bench import pika_raw
 
     assert pika_raw.throughput(AMQP_URL, b"x" * 1000, 50, window=8) > 0
     samples = pika_raw.latency(AMQP_URL, b"x" * 1000, rate=500, seconds=0.1)

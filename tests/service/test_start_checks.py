@@ -75,11 +75,11 @@ def test_a_file_that_cannot_be_decoded_stops_the_start(not_a_video: Path) -> Non
     ("env", "line"),
     [
         ({"FRAME_BUFFER_SOURCES": "synthetic:cam0:size=64x48", "FRAME_BUFFER_MAX_FRAME_BYTES": "1000"},
-         "FRAME_BUFFER_SOURCES: source synthetic:cam0: frames of 9216 bytes are larger than "
-         "FRAME_BUFFER_MAX_FRAME_BYTES (1000)"),
+         "FRAME_BUFFER_SOURCES: source synthetic:cam0: a 64x48 RGB frame is 9216 bytes, over max_frame_bytes "
+         "1000 (FRAME_BUFFER_MAX_FRAME_BYTES)"),
         ({"FRAME_BUFFER_BUFFER_BUDGET_BYTES": "1000"},
-         "FRAME_BUFFER_SOURCES: source synthetic:cam0: frames of 921600 bytes do not fit in "
-         "FRAME_BUFFER_BUFFER_BUDGET_BYTES (1000)"),
+         "FRAME_BUFFER_SOURCES: source synthetic:cam0: a 640x480 RGB frame is 921600 bytes: with its header and "
+         "bookkeeping it can never fit buffer_budget_bytes 1000 (FRAME_BUFFER_BUFFER_BUDGET_BYTES)"),
         ({"FRAME_BUFFER_STALL_TIMEOUT_S": "10"},
          "FRAME_BUFFER_STALL_TIMEOUT_S: must be longer than FRAME_BUFFER_PUBLISH_TIMEOUT_S (30 s, the longest "
          "wait under backpressure), got 10"),

@@ -19,7 +19,7 @@ from typing import Any
 import pika
 from pika import spec
 
-from frame_buffer.bench import pace, producer_gone, start_producer
+from frame_buffer.commands.bench.harness import pace, producer_gone, start_producer
 
 PREFETCH = 64
 

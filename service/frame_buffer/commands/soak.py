@@ -15,9 +15,8 @@ import uuid
 from typing import Any
 
 from frame_buffer import metrics
-from frame_buffer.cli import (
+from frame_buffer.commands.common import (
     add_queue_options,
-    check_frame_size,
     frame_size,
     integer,
     number,
@@ -25,6 +24,7 @@ from frame_buffer.cli import (
     settings_from,
 )
 from frame_buffer.service import Service
+from frame_buffer.start_checks import check_frame_size
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     sources = tuple(f"synthetic:cam{i}:fps={args.fps}:size={columns}x{rows}" for i in range(args.cameras))
     settings = settings_from(args, workers=args.workers).replace(
         stream=stream, sources=sources, http_port=0, http_host="127.0.0.1", group="soak")
-    check_frame_size(settings, (rows, columns, 3))
+    check_frame_size(settings, (rows, columns, 3), "--size")
     print(f"soak: declares group 'soak' on {settings.backend}:{stream}, consumed by {args.workers} worker(s)",
           file=sys.stderr, flush=True)
     service = Service(settings)

@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 
-from frame_buffer.cli import add_queue_options, integer, name, number, queue_from, settings_from
+from frame_buffer.commands.common import add_queue_options, integer, name, number, queue_from, settings_from
 from frame_buffer.stats import percentiles_ms, rate
 
 

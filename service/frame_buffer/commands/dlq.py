@@ -17,7 +17,7 @@ from typing import Any
 
 import msgpack
 
-from frame_buffer.cli import add_queue_options, integer, queue_from, settings_from
+from frame_buffer.commands.common import add_queue_options, integer, queue_from, settings_from
 from frame_buffer.config import ConfigError
 from frame_buffer.queue import DeadLetter, FrameQueue
 

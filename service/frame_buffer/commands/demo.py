@@ -28,10 +28,9 @@ import pika
 import pika.exceptions
 import redis
 
-from frame_buffer.cli import (
+from frame_buffer.commands.common import (
     add_queue_options,
     address,
-    check_frame_size,
     frame_size,
     integer,
     number,
@@ -44,6 +43,7 @@ from frame_buffer.flow.producer import Producer
 from frame_buffer.frame import Frame
 from frame_buffer.queue import BackendRefused, BackendUnavailable, FrameQueue, QueueSettings
 from frame_buffer.sources.synthetic import SyntheticSource
+from frame_buffer.start_checks import check_frame_size
 from frame_buffer.stats import percentiles_ms
 
 GROUP = "demo"
@@ -115,7 +115,7 @@ def _choose_backend(settings: Settings, explicit: bool) -> Iterator[tuple[Settin
 
 def run(args: argparse.Namespace) -> int:
     base = settings_from(args).replace(stream=args.stream or "frame_queue_demo", group=GROUP)
-    check_frame_size(base, (*args.size, 3))
+    check_frame_size(base, (*args.size, 3), "--size")
     with _choose_backend(base, explicit=args.backend is not None) as (settings, why):
         print(f"demo: backend {why}, stream {settings.stream}", flush=True)
         existed = _existing(settings)

@@ -14,10 +14,9 @@ import sys
 import time
 from typing import Any
 
-from frame_buffer.cli import (
+from frame_buffer.commands.common import (
     add_queue_options,
     address,
-    check_frame_size,
     frame_size,
     integer,
     name,
@@ -32,6 +31,7 @@ from frame_buffer.flow.producer import Producer
 from frame_buffer.frame import Frame
 from frame_buffer.queue import BackpressureTimeout
 from frame_buffer.sources.synthetic import PATTERN_PHASES, test_pattern
+from frame_buffer.start_checks import check_frame_size
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -82,7 +82,7 @@ def groups_line(settings: Settings, groups: tuple[str, ...]) -> str:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     shape = (*args.size, 3)
-    check_frame_size(settings, shape)
+    check_frame_size(settings, shape, "--size")
     groups = declared_groups(args, settings)
     preflight(settings, groups, outage_ok=True)
     print(groups_line(settings, groups), file=sys.stderr, flush=True)

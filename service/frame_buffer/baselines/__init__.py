@@ -1,1 +1,0 @@
-"""Raw-client baselines that `frame-buffer bench` measures the backends against."""
