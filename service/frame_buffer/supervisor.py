@@ -94,9 +94,9 @@ class Supervisor:
         metrics.thread_restarts.labels(thread=name)
         thread = threading.Thread(target=self._run, args=(unit,), name=name, daemon=True)
         unit.thread = thread
+        thread.start()  # before the unit is listed: a health check must never see a thread not yet started
         with self._lock:
             self.units.append(unit)
-        thread.start()
         return thread
 
     def _run(self, unit: Unit) -> None:
