@@ -27,6 +27,8 @@ from frame_buffer.frame import Frame
 
 FORMAT_VERSION = 1
 SUPPORTED_DTYPES = frozenset({"uint8", "uint16", "float32"})
+#: Largest payload (decompressed) a codec accepts unless told otherwise; the service's default too.
+DEFAULT_MAX_FRAME_BYTES = 32 * 1024 * 1024
 # Lookups by dict: ``ndarray.dtype.name`` costs about 15 us per call in numpy 2, more than the rest of encode.
 _NAME_OF = {np.dtype(name): name for name in SUPPORTED_DTYPES}
 _LITTLE_ENDIAN = {name: np.dtype(name).newbyteorder("<") for name in SUPPORTED_DTYPES}
@@ -174,7 +176,7 @@ class FrameCodec:
     """
 
     def __init__(
-        self, *, compress: bool = False, checksum: Checksum = "xxh3", max_frame_bytes: int = 32 * 1024 * 1024
+        self, *, compress: bool = False, checksum: Checksum = "xxh3", max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     ) -> None:
         if checksum not in _CHECKSUMS:
             raise ValueError(f"checksum must be 'xxh3' or 'none', not {checksum!r}")

@@ -34,9 +34,10 @@ from frame_buffer.checks import (
     show,
     unwrap,
 )
-from frame_buffer.codec import Checksum, FrameCodec
+from frame_buffer.codec import DEFAULT_MAX_FRAME_BYTES, Checksum, FrameCodec
 from frame_buffer.errors import ConfigError
 from frame_buffer.flow.backpressure import Policy
+from frame_buffer.queue import FrameQueue, open_queue
 from frame_buffer.queue.settings import DEFAULT_AMQP_URL, DEFAULT_REDIS_URL, Backend, QueueOptions, QueueSettings
 from frame_buffer.wake_latency import DEVICE, NO_BOUND_US, WakeLatencyRequest, WakeLatencyUnavailable
 
@@ -123,7 +124,7 @@ class Settings(QueueOptions):
     stall_timeout_s: Annotated[float, Bound(0, DAY_S, low_open=True)] = 60.0
     compress: bool = False
     checksum: Checksum = "xxh3"
-    max_frame_bytes: Annotated[int, Bound(1, MAX_FRAME_BYTES_LIMIT)] = 32 * 1024 * 1024
+    max_frame_bytes: Annotated[int, Bound(1, MAX_FRAME_BYTES_LIMIT)] = DEFAULT_MAX_FRAME_BYTES
     log_format: LogFormat = "text"
     log_level: LogLevel = "INFO"
     cpu_wake_latency_us: Annotated[int | None, _WAKE_LATENCY_US] = None
@@ -145,6 +146,11 @@ class Settings(QueueOptions):
         """The queue part of the settings, declaring ``groups`` (default: the configured group)."""
         options = {spec.name: getattr(self, spec.name) for spec in fields(QueueOptions)}
         return QueueSettings(**options, groups=(self.group,) if groups is None else tuple(groups))
+
+    def open_queue(self, groups: Sequence[str] | None = None) -> FrameQueue:
+        """Open the queue these settings describe, declaring ``groups`` (default: the configured group)."""
+        return open_queue(self.backend, redis_url=self.redis_url, amqp_url=self.amqp_url,
+                          settings=self.queue_settings(groups), codec=self.codec())
 
     def codec(self) -> FrameCodec:
         """The wire codec these settings describe."""

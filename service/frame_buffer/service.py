@@ -31,7 +31,7 @@ from frame_buffer.flow.retry import RetryPolicy
 from frame_buffer.flow.worker import Worker
 from frame_buffer.handlers import load_handler
 from frame_buffer.http_endpoint import HTTPServer, handler_for
-from frame_buffer.queue import BackendRefused, BackendUnavailable, BackpressureTimeout, FrameQueue, open_queue
+from frame_buffer.queue import BackendRefused, BackendUnavailable, BackpressureTimeout, FrameQueue
 from frame_buffer.sources import SourceSpec, open_source, probe_source
 from frame_buffer.sources.synthetic import SyntheticSource
 from frame_buffer.sources.video import READ_TIMEOUT_S, VideoSource
@@ -91,7 +91,7 @@ class Service:
             if problem:
                 log.warning("source %s: %s; starting without it, reconnecting with backoff", spec.name, problem)
             self.source_problems[spec.camera] = problem
-        self.shared: FrameQueue | None = self._new_queue() if settings.backend == "memory" else None
+        self.shared: FrameQueue | None = settings.open_queue() if settings.backend == "memory" else None
         self.backend_error = self._check_backend()
         self.backend_reachable = self.backend_error is None
         self.http = self._bind()
@@ -130,12 +130,7 @@ class Service:
 
     def open_queue(self) -> FrameQueue:
         """A queue of the worker's or publisher's own (the memory backend is shared)."""
-        return self.shared if self.shared is not None else self._new_queue()
-
-    def _new_queue(self) -> FrameQueue:
-        settings = self.settings
-        return open_queue(settings.backend, redis_url=settings.redis_url, amqp_url=settings.amqp_url,
-                          settings=settings.queue_settings(), codec=settings.codec())
+        return self.shared if self.shared is not None else self.settings.open_queue()
 
     @property
     def port(self) -> int:

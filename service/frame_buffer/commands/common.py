@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from frame_buffer.config import Bound, Settings, name_problem, show
 from frame_buffer.errors import EXIT_UNREACHABLE, FrameBufferError
-from frame_buffer.queue import FrameQueue, open_queue
+from frame_buffer.queue.settings import BACKENDS, DEFAULT_AMQP_URL, DEFAULT_REDIS_URL
 from frame_buffer.sources import MAX_SIDE  # loadgen, demo and soak make frames no larger than synthetic sources
 
 #: Labels of settings whose flag is not ``--<name>``.
@@ -101,12 +101,12 @@ def add_queue_options(parser: argparse.ArgumentParser) -> None:
     """Options every queue-using command shares; unset ones fall back to FRAME_BUFFER_* and --config."""
     parser.add_argument("--config", metavar="FILE",
                         help="YAML settings file, keys are setting names (default: FRAME_BUFFER_CONFIG)")
-    parser.add_argument("--backend", choices=("redis", "rabbitmq", "memory"),
+    parser.add_argument("--backend", choices=BACKENDS,
                         help="default: FRAME_BUFFER_BACKEND, else redis")
     parser.add_argument("--redis-url", metavar="URL",
-                        help="default: FRAME_BUFFER_REDIS_URL, else redis://127.0.0.1:6379/0")
+                        help=f"default: FRAME_BUFFER_REDIS_URL, else {DEFAULT_REDIS_URL}")
     parser.add_argument("--amqp-url", metavar="URL",
-                        help="default: FRAME_BUFFER_AMQP_URL, else amqp://guest:guest@127.0.0.1:5672/%%2F")
+                        help=f"default: FRAME_BUFFER_AMQP_URL, else {DEFAULT_AMQP_URL.replace('%', '%%')}")
     parser.add_argument("--stream", metavar="NAME",
                         help="stream / exchange name (default: FRAME_BUFFER_STREAM, else frame_queue)")
 
@@ -116,12 +116,6 @@ def settings_from(args: argparse.Namespace, **extra: object) -> Settings:
     overrides = {"backend": args.backend, "redis_url": args.redis_url, "amqp_url": args.amqp_url,
                  "stream": args.stream, **extra}
     return Settings.load(args.config, overrides=overrides, labels=_FLAGS)
-
-
-def queue_from(settings: Settings, groups: Sequence[str] | None = None) -> FrameQueue:
-    """Open the queue the settings describe, declaring ``groups`` (default: the configured group)."""
-    return open_queue(settings.backend, redis_url=settings.redis_url, amqp_url=settings.amqp_url,
-                      settings=settings.queue_settings(groups), codec=settings.codec())
 
 
 def address(settings: Settings) -> str:
@@ -141,7 +135,7 @@ def preflight(settings: Settings, groups: Sequence[str], *, outage_ok: bool) -> 
     type) is one line and exit 2 at once rather than a run of retries; with ``outage_ok`` a server that does
     not answer is left to the run (which spools and rides through an outage)."""
     try:
-        queue = queue_from(settings, groups)
+        queue = settings.open_queue(groups)
         try:
             queue.stats(groups[0] if groups else settings.group)
         finally:

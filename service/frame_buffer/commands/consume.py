@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 
-from frame_buffer.commands.common import add_queue_options, integer, name, number, queue_from, settings_from
+from frame_buffer.commands.common import add_queue_options, integer, name, number, settings_from
 from frame_buffer.stats import percentiles_ms, rate
 
 
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     group = args.group or settings.group
-    queue = queue_from(settings, (group,))
+    queue = settings.open_queue((group,))
     latencies: list[float] = []
     consumed = batches = 0
     try:

@@ -35,7 +35,6 @@ from frame_buffer.commands.common import (
     integer,
     number,
     preflight,
-    queue_from,
     settings_from,
 )
 from frame_buffer.config import Settings
@@ -124,10 +123,10 @@ def run(args: argparse.Namespace) -> int:
               f"{args.consumers} consumer(s); "
               + (f"leaves {', '.join(sorted(existed))} as found" if existed else "deletes the stream at the end"),
               file=sys.stderr, flush=True)
-        shared: FrameQueue | None = queue_from(settings) if settings.backend == "memory" else None
+        shared: FrameQueue | None = settings.open_queue() if settings.backend == "memory" else None
 
         def open_queue() -> FrameQueue:
-            return shared if shared is not None else queue_from(settings)
+            return shared if shared is not None else settings.open_queue()
 
         try:
             return _run(args, settings, open_queue)

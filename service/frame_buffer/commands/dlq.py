@@ -17,7 +17,7 @@ from typing import Any
 
 import msgpack
 
-from frame_buffer.commands.common import add_queue_options, integer, queue_from, settings_from
+from frame_buffer.commands.common import add_queue_options, integer, settings_from
 from frame_buffer.config import ConfigError
 from frame_buffer.queue import DeadLetter, FrameQueue
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace, ask: Callable[[str], str] = input) -> int:
 
     Declares no consumer group: looking at dead letters must not start keeping frames for a group.
     """
-    queue = queue_from(settings_from(args), ())
+    queue = settings_from(args).open_queue(())
     try:
         return run_on(queue, args, ask)
     finally:

@@ -22,7 +22,6 @@ from frame_buffer.commands.common import (
     name,
     number,
     preflight,
-    queue_from,
     settings_from,
 )
 from frame_buffer.config import Settings
@@ -88,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     print(groups_line(settings, groups), file=sys.stderr, flush=True)
     phases = [test_pattern(shape, phase) for phase in range(PATTERN_PHASES)]
     # The same stack as the service: adaptive buffer, breaker and spool, so a run rides through an outage.
-    producer = Producer(lambda: queue_from(settings, groups), policy=settings.policy,
+    producer = Producer(lambda: settings.open_queue(groups), policy=settings.policy,
                         budget_bytes=settings.buffer_budget_bytes, block_timeout_s=settings.publish_timeout_s,
                         batch=args.batch, codec=settings.codec())
     submitted = 0
@@ -166,7 +165,7 @@ def _backlogs(settings: Settings, groups: tuple[str, ...]) -> tuple[str, str]:
     stream's length when no group was declared), and that group."""
     slowest = groups[0] if groups else ""
     try:
-        queue = queue_from(settings, ())
+        queue = settings.open_queue(())
         try:
             if not groups:
                 return f"the stream holds {queue.stats(settings.group).depth} entries", slowest

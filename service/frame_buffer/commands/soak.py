@@ -20,7 +20,6 @@ from frame_buffer.commands.common import (
     frame_size,
     integer,
     number,
-    queue_from,
     settings_from,
 )
 from frame_buffer.service import Service
@@ -111,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{sample['p50_ms']:>8} {sample['p99_ms']:>8} {sample['rss_mb']:>8}", flush=True)
     finally:
         clean_stop = service.stop() == 0
-    queue = queue_from(settings) if service.shared is None else service.shared
+    queue = settings.open_queue() if service.shared is None else service.shared
     stats = queue.stats(settings.group)
     summary = service.producer.summary() if service.producer else {"published": 0}
     acked_total = sum(worker.acked for worker in service.workers)

@@ -42,6 +42,7 @@ from frame_buffer.config import ConfigError, amqp_url_problem, redis_url_problem
 from frame_buffer.frame import Frame
 from frame_buffer.queue import QueueSettings
 from frame_buffer.queue.rabbitmq import delete_topology
+from frame_buffer.queue.settings import DEFAULT_AMQP_URL, DEFAULT_REDIS_URL
 from frame_buffer.sources.synthetic import test_pattern
 from frame_buffer.stats import percentiles_ms
 from frame_buffer.wake_latency import NO_BOUND_US, WakeLatencyRequest, WakeLatencyUnavailable, idle_governor
@@ -75,9 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="comma-separated: redis, rabbitmq")
     parser.add_argument("--sizes", type=choices_list(tuple(SIZES)), default=",".join(SIZES),
                         help=f"comma-separated of {', '.join(SIZES)}")
-    parser.add_argument("--redis-url", type=url(redis_url_problem), default="redis://127.0.0.1:6379/0",
+    parser.add_argument("--redis-url", type=url(redis_url_problem), default=DEFAULT_REDIS_URL,
                         help="Redis server (FRAME_BUFFER_* settings do not apply to bench)")
-    parser.add_argument("--amqp-url", type=url(amqp_url_problem), default="amqp://guest:guest@127.0.0.1:5672/%2F",
+    parser.add_argument("--amqp-url", type=url(amqp_url_problem), default=DEFAULT_AMQP_URL,
                         help="RabbitMQ broker")
     parser.add_argument("--batch", type=integer(1, 10_000), default=16, help="frames per publish / consume call")
     parser.add_argument("--rate", type=number(0, 1e6, low_open=True), default=1000.0,
