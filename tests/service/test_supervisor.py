@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from frame_buffer import metrics
-from frame_buffer.flow.retry import NoBackoff
+from frame_buffer.backoff import NoBackoff
 from frame_buffer.supervisor import CRASH_LOOP_DEATHS, Heartbeat, Supervisor
 from tests.servers import wait_until
 
