@@ -51,7 +51,6 @@ from frame_buffer.codec import EncodedFrame, FrameCodec
 from frame_buffer.queue.base import (
     BackendRefused,
     BackendUnavailable,
-    BackpressureTimeout,
     DeadLetter,
     Delivery,
     FrameQueue,
@@ -252,7 +251,6 @@ class RabbitMQQueue(FrameQueue):
         self._next_attempt = 0.0
         self._refusal: str | None = None  # why the last connection attempt was refused, if it was
         self._last_io = 0.0
-        self._backlog_estimate = 0
         with contextlib.suppress(BackendUnavailable):  # an outage now is reported by the first operation
             self._call(self._connection)
 
@@ -444,7 +442,7 @@ class RabbitMQQueue(FrameQueue):
             for (camera, encoded), entry_id in zip(entries, ids, strict=True)
         ]
         self._call(lambda: self._publish_all(messages, deadline))
-        self._backlog_estimate += len(entries)
+        self._count_published(len(entries))
         return ids
 
     def _publisher(self) -> Any:
@@ -538,20 +536,11 @@ class RabbitMQQueue(FrameQueue):
                     f"rabbitmq at {self.address} unavailable: no publisher confirm within {self.confirm_timeout_s}s")
             self._pump(remaining)
 
-    def _wait_or_timeout(self, deadline: float, why: str, written: tuple[int, ...] = ()) -> None:
-        if time.monotonic() >= deadline:
-            raise BackpressureTimeout(f"publish waited {self.settings.publish_timeout_s}s: {why}", written)
-        self._pump(self.poll_s)
+    def _measure_backlog(self) -> tuple[int, bool]:
+        return self._call(self._slowest_backlog)
 
-    def _await_capacity(self, incoming: int, deadline: float) -> None:
-        if self._backlog_estimate + incoming <= self.settings.max_lag:
-            return
-        while True:
-            self._backlog_estimate, waiting = self._call(self._slowest_backlog)
-            if self._backlog_estimate + incoming <= self.settings.max_lag or not waiting:
-                return
-            self._call(lambda: self._wait_or_timeout(
-                deadline, f"a consumer group of {self._exchange!r} lags {self._backlog_estimate} entries"))
+    def _pause(self, remaining: float) -> None:
+        self._call(lambda: self._pump(self.poll_s))
 
     def _slowest_backlog(self) -> tuple[int, bool]:
         """The largest backlog over the groups this instance knows (``S:unrouted`` when none), and whether

@@ -34,7 +34,6 @@ from frame_buffer.codec import EncodedFrame, FrameCodec
 from frame_buffer.queue.base import (
     BackendRefused,
     BackendUnavailable,
-    BackpressureTimeout,
     DeadLetter,
     Delivery,
     FrameQueue,
@@ -143,9 +142,6 @@ class RedisStreamsQueue(FrameQueue):
         self._recovered: set[tuple[str, str]] = set()
         self._claim_cursor: dict[str, str] = {}
         self._last_claim: dict[str, float] = {}
-        # Backlog of the slowest group as last measured, plus what was published since: an upper bound
-        # that lets publish skip the XINFO round trip while far from the limit.
-        self._backlog_estimate = 0
         self._last_trim = 0.0
         self._bytes_since_trim = 0
         for group in self.settings.groups:
@@ -228,7 +224,7 @@ class RedisStreamsQueue(FrameQueue):
                 self.trim()
                 self._wait_or_timeout(deadline, f"redis at {self.address} is at maxmemory")
                 continue
-            self._backlog_estimate += len(entries)
+            self._count_published(len(entries))
             self._bytes_since_trim += sum(encoded.nbytes for _camera, encoded in entries)
             if (self._bytes_since_trim >= _TRIM_EVERY_BYTES
                     or time.monotonic() - self._last_trim >= _TRIM_EVERY_S):
@@ -246,22 +242,11 @@ class RedisStreamsQueue(FrameQueue):
             pipe.xadd(self._stream, {HEADER: encoded.header, PAYLOAD: encoded.payload})
         return [_id_to_str(entry_id) for entry_id in pipe.execute()]
 
-    def _await_capacity(self, incoming: int, deadline: float) -> None:
-        limit = self.settings.max_lag
-        if self._backlog_estimate + incoming <= limit:
-            return
-        while True:
-            self._backlog_estimate = self._call(self._slowest_backlog)
-            if self._backlog_estimate + incoming <= limit or self._backlog_estimate == 0:
-                return
-            self.trim()
-            self._wait_or_timeout(
-                deadline, f"a consumer group of {self._stream!r} lags {self._backlog_estimate} entries"
-            )
+    def _measure_backlog(self) -> tuple[int, bool]:
+        backlog = self._call(self._slowest_backlog)
+        return backlog, backlog > 0
 
-    def _wait_or_timeout(self, deadline: float, why: str) -> None:
-        if time.monotonic() >= deadline:
-            raise BackpressureTimeout(f"publish waited {self.settings.publish_timeout_s}s: {why}")
+    def _pause(self, remaining: float) -> None:
         time.sleep(self.poll_s)
 
     def _groups(self) -> list[dict[str, Any]]:
