@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import pika
 import pika.exceptions
@@ -22,6 +21,7 @@ import pika.exceptions
 from frame_buffer.backoff import Backoff
 from frame_buffer.queue.base import BackendRefused, BackendUnavailable, QueueError
 from frame_buffer.queue.rabbitmq import pika_compat
+from frame_buffer.queue.urls import masked_url
 
 T = TypeVar("T")
 QueueType = Literal["quorum", "classic"]
@@ -41,15 +41,6 @@ class Tuning:
     confirm_window: int
     confirm_timeout_s: float
     poll_s: float
-
-
-def masked_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``: fit for a message or a log line."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def is_refusal(exc: BaseException) -> bool:
@@ -149,7 +140,7 @@ class Link:
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):  # broken already: nothing to release
                 conn.close()
 
-    def end_wait(self, *_args: Any) -> None:
+    def end_wait(self) -> None:
         """Make a pending ``process_data_events`` return now (from a callback that ran inside it)."""
         pika_compat.end_wait(self.conn)
 

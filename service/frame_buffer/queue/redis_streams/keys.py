@@ -6,26 +6,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
 from frame_buffer.queue.base import BackendRefused, BackendUnavailable, QueueError, StreamWrongType
 from frame_buffer.queue.redis_streams.entries import id_to_str
+from frame_buffer.queue.urls import masked_url
 
 T = TypeVar("T")
 #: Error codes of replies that mean the server refused these credentials or this user a command.
 _REFUSALS = ("NOAUTH", "WRONGPASS", "NOPERM")
-
-
-def masked_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``: fit for a message or a log line."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 class StreamKeys:
