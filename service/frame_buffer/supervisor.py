@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from frame_buffer import metrics
-from frame_buffer.flow.retry import Backoff, ExponentialBackoff
+from frame_buffer.backoff import Backoff, ExponentialBackoff
 
 log = logging.getLogger("frame_buffer.supervisor")
 

@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from frame_buffer import metrics
+from frame_buffer.backoff import ExponentialBackoff
 from frame_buffer.flow.breaker import CircuitBreaker, CircuitOpen
-from frame_buffer.flow.retry import ExponentialBackoff
 from frame_buffer.queue import BackendUnavailable
 
 

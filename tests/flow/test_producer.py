@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from frame_buffer import metrics
+from frame_buffer.backoff import ConstantBackoff
 from frame_buffer.codec import CodecError
 from frame_buffer.flow import Producer
 from frame_buffer.flow.breaker import CircuitBreaker
-from frame_buffer.flow.retry import ConstantBackoff
 from frame_buffer.frame import Frame
 from frame_buffer.queue import BackpressureTimeout, FrameQueue, QueueSettings
 from frame_buffer.queue.redis_streams import RedisStreamsQueue

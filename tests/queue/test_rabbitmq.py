@@ -50,6 +50,15 @@ def broker() -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
         connection.close()
 
 
+def test_options_are_read_back_and_prefetch_is_capped_by_max_lag(stream: str) -> None:
+    queue = RabbitMQQueue(AMQP_URL, QueueSettings(stream=stream, max_lag=100), queue_type="classic", prefetch=1000,
+                          confirm_window=8, confirm_timeout_s=2.5, poll_s=0.02)
+    assert (queue.queue_type, queue.prefetch, queue.confirm_window, queue.poll_s) == ("classic", 25, 8, 0.02)
+    queue.confirm_timeout_s = 4.0  # may be changed on a live instance: its parts read it from one place
+    assert queue.confirm_timeout_s == queue.tuning.confirm_timeout_s == 4.0
+    queue.close()
+
+
 def test_settings_and_names() -> None:
     with pytest.raises(ValueError, match="queue_type"):
         RabbitMQQueue(AMQP_URL, queue_type="lazy")  # type: ignore[arg-type]
@@ -288,7 +297,7 @@ def test_stalled_and_killed_broker(tmp_path: Path) -> None:
         assert len(drain(queue, "g", "c", 2)) >= 2
 
         node.kill()
-        queue._last_io = 0.0  # as if idle past a heartbeat: the next call probes the connection first
+        queue.link.last_io = 0.0  # as if idle past a heartbeat: the next call probes the connection first
         with pytest.raises(BackendUnavailable, match=f"127.0.0.1:{node.port}"):
             queue.stats("g")
         node.start()

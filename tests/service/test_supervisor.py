@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from frame_buffer import metrics
-from frame_buffer.flow.retry import NoBackoff
+from frame_buffer.backoff import NoBackoff
 from frame_buffer.supervisor import CRASH_LOOP_DEATHS, Heartbeat, Supervisor
 from tests.servers import wait_until
 

@@ -59,6 +59,5 @@ def open_queue(
     if backend == "rabbitmq":
         from frame_buffer.queue.rabbitmq import RabbitMQQueue
 
-        queue: FrameQueue = RabbitMQQueue(amqp_url, settings, codec)
-        return queue
+        return RabbitMQQueue(amqp_url, settings, codec)
     raise ValueError(f"backend: must be one of redis, rabbitmq, memory; got {backend!r}")

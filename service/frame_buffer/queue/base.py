@@ -155,6 +155,9 @@ class FrameQueue(ABC):
     def __init__(self, settings: QueueSettings | None = None, codec: FrameCodec | None = None) -> None:
         self.settings = settings or QueueSettings()
         self.codec = codec or FrameCodec()
+        # Backlog of the slowest group as last measured, plus what this instance published since: an upper bound
+        # that lets publish skip the measurement (a round trip) while far from the limit.
+        self._backlog_estimate = 0
 
     # -- publishing -------------------------------------------------------------------------------------
     def publish(self, frame: Frame) -> str:
@@ -175,6 +178,46 @@ class FrameQueue(ABC):
     @abstractmethod
     def publish_encoded(self, entries: Sequence[tuple[str, EncodedFrame]]) -> list[str]:
         """Publish already-encoded ``(camera, frame)`` pairs; the backend half of :meth:`publish_many`."""
+
+    # -- backpressure: the one wait of every backend, on the hooks below it ------------------------------
+    def _await_capacity(self, incoming: int, deadline: float) -> None:
+        """Return once the slowest group has room for ``incoming`` more entries within ``max_lag``, or once
+        waiting cannot make room (nothing waits to be consumed); :class:`BackpressureTimeout` at ``deadline``."""
+        limit = self.settings.max_lag
+        if self._backlog_bound() + incoming <= limit:
+            return
+        while True:
+            backlog, waiting = self._measure_backlog()
+            self._backlog_estimate = backlog
+            if backlog + incoming <= limit or not waiting:
+                return
+            self.trim()  # free what every group has acknowledged, then wait for the rest
+            self._wait_or_timeout(deadline, f"a consumer group of {self.settings.stream!r} lags {backlog} entries")
+
+    def _count_published(self, count: int) -> None:
+        """Add ``count`` published entries to the backlog estimate (they may all still be unconsumed)."""
+        self._backlog_estimate += count
+
+    def _wait_or_timeout(self, deadline: float, why: str, written: tuple[int, ...] = ()) -> None:
+        """Wait a little for consumers (:meth:`_pause`), or raise :class:`BackpressureTimeout` saying ``why`` once
+        ``deadline`` has passed; ``written`` are the positions of a batch stored all the same."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise BackpressureTimeout(f"publish waited {self.settings.publish_timeout_s}s: {why}", written)
+        self._pause(remaining)
+
+    def _backlog_bound(self) -> int:
+        """An upper bound of the slowest group's backlog known without asking the server: the estimate."""
+        return self._backlog_estimate
+
+    @abstractmethod
+    def _measure_backlog(self) -> tuple[int, bool]:
+        """The slowest group's backlog (lag + pending) as the server counts it now, and whether anything waits
+        to be consumed (when nothing does, waiting cannot make room, and publish goes ahead)."""
+
+    @abstractmethod
+    def _pause(self, remaining: float) -> None:
+        """Wait for consumers to make room: up to ``remaining`` seconds, or less (the caller measures again)."""
 
     # -- consuming --------------------------------------------------------------------------------------
     def consume(self, group: str, consumer: str, count: int = 16, block_ms: int = 1000) -> list[Delivery]:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 from frame_buffer.codec import EncodedFrame, FrameCodec
 from frame_buffer.queue.base import (
-    BackpressureTimeout,
     DeadLetter,
     Delivery,
     FrameQueue,
@@ -75,14 +74,8 @@ class MemoryQueue(FrameQueue):
     def publish_encoded(self, entries: Sequence[tuple[str, EncodedFrame]]) -> list[str]:
         """Append copies of the entries once every group has room for them."""
         deadline = time.monotonic() + self.settings.publish_timeout_s
-        with self._cond:
-            while (backlog := self._slowest_backlog()) and backlog + len(entries) > self.settings.max_lag:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise BackpressureTimeout(
-                        f"publish waited {self.settings.publish_timeout_s}s: a consumer group lags {backlog} entries"
-                    )
-                self._cond.wait(remaining)
+        with self._cond:  # held from the check to the append (a wait releases it): room seen is room used
+            self._await_capacity(len(entries), deadline)
             ids = []
             for _camera, encoded in entries:
                 self._entries[self._next] = (encoded.header, bytes(encoded.payload))
@@ -93,6 +86,16 @@ class MemoryQueue(FrameQueue):
 
     def _backlog(self, group: _Group) -> int:
         return (self._next - 1 - group.last_delivered) + len(group.pel)
+
+    def _backlog_bound(self) -> int:
+        return self._slowest_backlog()  # exact, and cheap: no estimate needed
+
+    def _measure_backlog(self) -> tuple[int, bool]:
+        backlog = self._slowest_backlog()
+        return backlog, backlog > 0
+
+    def _pause(self, remaining: float) -> None:
+        self._cond.wait(remaining)  # woken by an ack or a dead letter
 
     def _slowest_backlog(self) -> int:
         if not self._groups:

@@ -19,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from frame_buffer import metrics
+from frame_buffer.backoff import Backoff, ExponentialBackoff
 from frame_buffer.errors import ConfigError
-from frame_buffer.flow.retry import Backoff, ExponentialBackoff
 from frame_buffer.frame import Frame
 from frame_buffer.sources import mask_url
 

@@ -1,0 +1,230 @@
+""":class:`RedisStreamsQueue`: the :class:`FrameQueue` interface on one Redis stream and its consumer groups."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import redis
+from redis._parsers.encoders import Encoder
+from redis.connection import PythonRespSerializer
+
+from frame_buffer.codec import EncodedFrame, FrameCodec
+from frame_buffer.queue.base import (
+    BackendUnavailable,
+    DeadLetter,
+    Delivery,
+    FrameQueue,
+    QueueSettings,
+    QueueStats,
+    RawEntry,
+)
+from frame_buffer.queue.redis_reader import FrameRESP2Parser
+from frame_buffer.queue.redis_streams.claims import Claims
+from frame_buffer.queue.redis_streams.dead_letters import DeadLetterStream
+from frame_buffer.queue.redis_streams.entries import HEADER, PAYLOAD, id_to_str, raw_entry
+from frame_buffer.queue.redis_streams.keys import StreamKeys
+from frame_buffer.queue.redis_streams.progress import TRIM_EVERY_BYTES, TRIM_EVERY_S, oldest_needed_id, slowest_backlog
+
+#: Bytes asked of each recv into the reply reader's shared buffer. Measured: 64 KB costs the consumer 10 to 15
+#: points more CPU than 1 MB at 640x480x3 (more recv calls), with no gain at 100 KB (docs/performance.md).
+SOCKET_READ_SIZE = 1024 * 1024
+
+
+class RedisStreamsQueue(FrameQueue):
+    """:class:`FrameQueue` on a Redis stream.
+
+    Args:
+        url: ``redis://[:password@]host:port/db``.
+        settings: stream name, groups, limits (see :class:`QueueSettings`).
+        codec: the wire codec.
+        block_margin_s: how much longer than the longest BLOCK the socket timeout is.
+        max_block_ms: the longest BLOCK this instance will use; sets the socket timeout.
+        poll_s: how often publish re-checks lag while it waits under backpressure.
+    """
+
+    backend = "redis"
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        settings: QueueSettings | None = None,
+        codec: FrameCodec | None = None,
+        *,
+        max_block_ms: int = 5000,
+        block_margin_s: float = 5.0,
+        poll_s: float = 0.01,
+    ) -> None:
+        super().__init__(settings, codec)
+        self.url = url
+        self.max_block_ms = max_block_ms
+        self.poll_s = poll_s
+        # Typed as Any: redis-py's reply types are RESP2/RESP3 unions; replies are parsed in this package.
+        self.client: Any = redis.Redis.from_url(
+            url,
+            socket_timeout=max_block_ms / 1000 + block_margin_s,
+            socket_connect_timeout=5.0,
+            health_check_interval=30,
+            # Replies through FrameSocketBuffer: payloads are received straight into their own buffers.
+            protocol=2,
+            parser_class=FrameRESP2Parser,
+            socket_read_size=SOCKET_READ_SIZE,
+            command_packer=PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode),  # type: ignore[no-untyped-call]
+        )
+        self._keys = StreamKeys(self.client, url, self.settings.stream, self.settings.dead_letter_stream)
+        self.display_url, self.address = self._keys.display_url, self._keys.address
+        self._stream = self.settings.stream
+        self._claims = Claims(self._keys, self.settings)
+        self._letters = DeadLetterStream(self._keys)
+        self._groups_ready: set[str] = set()
+        self._last_trim = 0.0
+        self._bytes_since_trim = 0
+        for group in self.settings.groups:
+            self.ensure_group(group)
+
+    # -- publishing -------------------------------------------------------------------------------------
+    def publish_encoded(self, entries: Sequence[tuple[str, EncodedFrame]]) -> list[str]:
+        """XADD every entry in one pipeline, after waiting for capacity."""
+        deadline = time.monotonic() + self.settings.publish_timeout_s
+        self._await_capacity(len(entries), deadline)
+        while True:
+            try:
+                ids = self._keys.call(lambda: self._xadd_all(entries))
+            except redis.exceptions.OutOfMemoryError:
+                # noeviction at maxmemory: free what consumers have acked, then wait for them.
+                self.trim()
+                self._wait_or_timeout(deadline, f"redis at {self.address} is at maxmemory")
+                continue
+            self._count_published(len(entries))
+            self._bytes_since_trim += sum(encoded.nbytes for _camera, encoded in entries)
+            if (self._bytes_since_trim >= TRIM_EVERY_BYTES
+                    or time.monotonic() - self._last_trim >= TRIM_EVERY_S):
+                self.trim()
+            return ids
+
+    def _xadd_all(self, entries: Sequence[tuple[str, EncodedFrame]]) -> list[str]:
+        if len(entries) == 1:  # one XADD is all or nothing by itself: no MULTI/EXEC around it
+            encoded = entries[0][1]
+            return [id_to_str(self.client.xadd(self._stream, {HEADER: encoded.header, PAYLOAD: encoded.payload}))]
+        # MULTI/EXEC: under OOM the whole batch is refused (EXECABORT), never a prefix of it, so a retry
+        # neither duplicates frames nor reorders a camera.
+        pipe = self.client.pipeline(transaction=True)
+        for _camera, encoded in entries:
+            pipe.xadd(self._stream, {HEADER: encoded.header, PAYLOAD: encoded.payload})
+        return [id_to_str(entry_id) for entry_id in pipe.execute()]
+
+    def _measure_backlog(self) -> tuple[int, bool]:
+        backlog = self._keys.call(lambda: slowest_backlog(self._keys))
+        return backlog, backlog > 0
+
+    def _pause(self, remaining: float) -> None:
+        time.sleep(self.poll_s)
+
+    def trim(self) -> None:
+        """Trim entries that every group has acknowledged (XTRIM MINID, never MAXLEN)."""
+        self._last_trim = time.monotonic()
+        self._bytes_since_trim = 0
+        try:
+            safe = self._keys.call(lambda: oldest_needed_id(self._keys))
+            if safe is not None:
+                self._keys.call(lambda: self.client.xtrim(self._stream, minid=safe, approximate=False))
+        except BackendUnavailable:
+            pass  # trimming is housekeeping; the publish path reports the outage itself
+
+    # -- consuming --------------------------------------------------------------------------------------
+    def ensure_group(self, group: str) -> None:
+        """XGROUP CREATE at id 0 with MKSTREAM; an existing group is left as it is."""
+        if group in self._groups_ready:
+            return
+        try:
+            self._keys.call(lambda: self.client.xgroup_create(self._stream, group, id="0", mkstream=True))
+        except redis.exceptions.OutOfMemoryError:
+            # XGROUP CREATE is refused at maxmemory even when the group exists: look before failing. The
+            # stream may not exist yet either; that is still the OOM to report, not XINFO's "no such key".
+            if not any(id_to_str(g["name"]) == group for g in self._keys.call(self._keys.groups)):
+                raise
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._groups_ready.add(group)
+
+    def _fetch(self, group: str, consumer: str, count: int, block_ms: int) -> list[RawEntry]:
+        self.ensure_group(group)
+        claimed = self._claims.claim(group, consumer, count)
+        if claimed:
+            return claimed
+        block = min(block_ms, self.max_block_ms)
+        try:
+            reply = self._keys.call(
+                lambda: self.client.xreadgroup(group, consumer, {self._stream: ">"}, count=count, block=block)
+            )
+        except BackendUnavailable as exc:
+            if isinstance(exc.__cause__, redis.TimeoutError):
+                return []  # a blocking read that timed out is not a failure
+            raise
+        if not reply:
+            return []
+        return [raw_entry(entry_id, fields, 1) for entry_id, fields in reply[0][1]]
+
+    def ack(self, deliveries: Iterable[Delivery]) -> None:
+        """XACK per group, one call per group."""
+        by_group: dict[str, list[str]] = {}
+        for delivery in deliveries:
+            by_group.setdefault(delivery.group, []).append(delivery.id)
+        for group, ids in by_group.items():
+            self._keys.call(lambda g=group, i=ids: self.client.xack(self._stream, g, *i))  # type: ignore[misc]
+
+    def nack(self, delivery: Delivery, delay_s: float = 0.0) -> None:
+        """Leave the entry pending but set its idle time so that XAUTOCLAIM takes it after ``delay_s``.
+
+        XCLAIM with JUSTID does not count a delivery; the reclaim that redelivers it does.
+        """
+        idle = max(0, self.settings.claim_min_idle_ms - int(delay_s * 1000))
+        self._keys.call(lambda: self.client.xclaim(
+            self._stream, delivery.group, delivery.consumer, 0, [delivery.id], idle=idle, justid=True
+        ))
+        if delay_s <= 0:  # make the next consume sweep right away instead of waiting for the interval
+            self._claims.sweep_soon(delivery.group)
+
+    def _dead_letter(self, group: str, entry: RawEntry, reason: str, error: str) -> None:
+        self._letters.write(group, entry, reason, error)
+
+    # -- inspection -------------------------------------------------------------------------------------
+    def stats(self, group: str) -> QueueStats:
+        """XLEN, XINFO GROUPS and the oldest pending entry of ``group``."""
+
+        def read() -> QueueStats:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xlen(self._stream)
+            pipe.xlen(self.settings.dead_letter_stream)
+            depth, dead = pipe.execute()
+            info = next((g for g in self._keys.groups() if id_to_str(g["name"]) == group), {})
+            if not info:
+                return QueueStats(int(depth), int(depth), 0, 0, int(dead))
+            pending = int(info["pending"])
+            oldest = 0
+            if pending:
+                first = self.client.xpending_range(self._stream, group, "-", "+", 1)
+                oldest = int(first[0]["time_since_delivered"]) if first else 0
+            lag = info.get("lag")
+            return QueueStats(int(depth), int(depth if lag is None else lag), pending, oldest, int(dead))
+
+        return self._keys.call(read)
+
+    # -- dead letters -----------------------------------------------------------------------------------
+    def dead_letters(self, count: int = 100, after: str | None = None) -> list[DeadLetter]:
+        """XRANGE over the dead-letter stream."""
+        return self._letters.listing(count, after)
+
+    def replay_dead_letters(self, ids: Iterable[str]) -> int:
+        """XADD each dead letter back to the stream and XDEL it, in one MULTI each: replayed once."""
+        return self._letters.replay(ids)
+
+    def purge_dead_letters(self, ids: Iterable[str] | None = None) -> int:
+        """XDEL the given dead letters, or DEL the whole dead-letter stream."""
+        return self._letters.purge(ids)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.client.close()
