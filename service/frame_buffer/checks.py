@@ -114,18 +114,23 @@ def host_problem(host: str) -> str | None:
     return None
 
 
-def _without_password(url: str) -> str:
-    """The URL as it may appear in a message: a password is shown as ``***``."""
+def masked_url(url: str) -> str:
+    """``url`` with its password shown as ``***``: fit for a message, a log line or /readyz.
+
+    Works on the text, not on ``urlsplit``, so that a URL too malformed to parse is still masked. The
+    credentials are taken to end at the last ``@``: a password holding an unencoded ``/``, ``?``, ``#`` or
+    ``@`` is hidden whole, at the price of also hiding the host of a URL whose path holds an ``@``.
+    """
     scheme, sep, rest = url.partition("://")
-    userinfo, at, hostpart = rest.rpartition("@")
+    userinfo, at, host = rest.rpartition("@")
     if not at or ":" not in userinfo:
         return url
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hostpart}"
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def _server_url_problem(url: str, schemes: tuple[str, ...]) -> tuple[str | None, urllib.parse.SplitResult | None]:
     """Scheme, host and port of a server URL; the parsed URL when they are right."""
-    shown = show(_without_password(url))
+    shown = show(masked_url(url))
     if not url:
         return "must not be empty", None
     if any(not ch.isprintable() or ch.isspace() for ch in url):
@@ -158,7 +163,7 @@ def redis_url_problem(url: str) -> str | None:
         return problem
     db = parts.path.strip("/")
     if db and not (db.isascii() and db.isdigit()):
-        return f"the database after the port must be an integer, got {show(db)} in {show(_without_password(url))}"
+        return f"the database after the port must be an integer, got {show(db)} in {show(masked_url(url))}"
     return None
 
 

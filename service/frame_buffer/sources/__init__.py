@@ -15,8 +15,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
+from frame_buffer.checks import masked_url
 from frame_buffer.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class SourceSpec:
     @property
     def location(self) -> str:
         """The file path or the url (password masked) of a video source; empty for a synthetic one."""
-        return mask_url(self.options.get("url", "")) or self.options.get("path", "")
+        return masked_url(self.options.get("url", "")) or self.options.get("path", "")
 
     @classmethod
     def parse(cls, text: str) -> SourceSpec:
@@ -105,7 +105,7 @@ class SourceSpec:
             if not url:
                 raise self._error("needs url=rtsp://HOST[:PORT]/PATH")
             if not url.startswith(("rtsp://", "rtsps://")):
-                raise self._error(f"url: must start with rtsp:// or rtsps://, got {mask_url(url)!r}")
+                raise self._error(f"url: must start with rtsp:// or rtsps://, got {masked_url(url)!r}")
 
     def _error(self, message: str) -> ConfigError:
         return ConfigError(f"FRAME_BUFFER_SOURCES: source {self.name}: {message}")
@@ -120,16 +120,6 @@ def parse_size(text: str) -> tuple[int, int]:
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
         raise ConfigError(f"size: width and height must be 1 to {MAX_SIDE}, got {text!r}")
     return height, width
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for logs and /readyz)."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def open_source(spec: SourceSpec, stop: threading.Event | None = None,

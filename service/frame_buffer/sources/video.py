@@ -20,9 +20,9 @@ import numpy.typing as npt
 
 from frame_buffer import metrics
 from frame_buffer.backoff import Backoff, ExponentialBackoff
+from frame_buffer.checks import masked_url
 from frame_buffer.errors import ConfigError
 from frame_buffer.frame import Frame
-from frame_buffer.sources import mask_url
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def _options(location: str) -> dict[str, str]:
 
 def probe(name: str, location: str, *, live: bool) -> str | None:
     """Open ``location`` once (and decode a frame of a file); see :func:`frame_buffer.sources.probe_source`."""
-    shown = mask_url(location)
+    shown = masked_url(location)
     try:
         with av.open(location, options=_options(location), timeout=(OPEN_TIMEOUT_S, READ_TIMEOUT_S)) as container:
             if not container.streams.video:
@@ -95,7 +95,7 @@ class VideoSource:
 
     def __iter__(self) -> Iterator[Frame]:
         failures = 0
-        shown = mask_url(self.location)
+        shown = masked_url(self.location)
         while not self.stop.is_set():
             try:
                 for image in self._decode():

@@ -33,11 +33,11 @@ The modules, one concept each: :mod:`.queue` (the :class:`RabbitMQQueue` that wi
 use of a pika internal).
 """
 
+from frame_buffer.checks import masked_url
 from frame_buffer.queue.rabbitmq.connection import QueueType
 from frame_buffer.queue.rabbitmq.messages import ATTEMPTS, HEADER
 from frame_buffer.queue.rabbitmq.queue import RabbitMQQueue
 from frame_buffer.queue.rabbitmq.topology import DELAY_STEPS_MS, delay_step_ms, delete_topology, topology
-from frame_buffer.queue.urls import masked_url
 
 __all__ = [
     "ATTEMPTS",

@@ -19,9 +19,9 @@ import pika
 import pika.exceptions
 
 from frame_buffer.backoff import Backoff
+from frame_buffer.checks import masked_url
 from frame_buffer.queue.base import BackendRefused, BackendUnavailable, QueueError
 from frame_buffer.queue.rabbitmq import pika_compat
-from frame_buffer.queue.urls import masked_url
 
 T = TypeVar("T")
 QueueType = Literal["quorum", "classic"]

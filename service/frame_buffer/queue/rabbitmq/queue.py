@@ -27,6 +27,7 @@ from frame_buffer.queue.rabbitmq.dead_letters import DeadLetters
 from frame_buffer.queue.rabbitmq.messages import HEADER, MessageIds, persistent
 from frame_buffer.queue.rabbitmq.publisher import Message, Publisher
 from frame_buffer.queue.rabbitmq.topology import Topology
+from frame_buffer.queue.settings import DEFAULT_AMQP_URL
 
 
 class RabbitMQQueue(FrameQueue):
@@ -50,7 +51,7 @@ class RabbitMQQueue(FrameQueue):
 
     def __init__(
         self,
-        url: str = "amqp://guest:guest@127.0.0.1:5672/%2F",
+        url: str = DEFAULT_AMQP_URL,
         settings: QueueSettings | None = None,
         codec: FrameCodec | None = None,
         *,

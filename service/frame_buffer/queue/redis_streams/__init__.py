@@ -22,7 +22,7 @@ slowest group's backlog, the oldest entry still needed), :mod:`.claims` (recover
 :mod:`.dead_letters` (the dead-letter stream).
 """
 
+from frame_buffer.checks import masked_url
 from frame_buffer.queue.redis_streams.queue import SOCKET_READ_SIZE, RedisStreamsQueue
-from frame_buffer.queue.urls import masked_url
 
 __all__ = ["SOCKET_READ_SIZE", "RedisStreamsQueue", "masked_url"]

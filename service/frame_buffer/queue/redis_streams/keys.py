@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 
 import redis
 
+from frame_buffer.checks import masked_url
 from frame_buffer.queue.base import BackendRefused, BackendUnavailable, QueueError, StreamWrongType
 from frame_buffer.queue.redis_streams.entries import id_to_str
-from frame_buffer.queue.urls import masked_url
 
 T = TypeVar("T")
 #: Error codes of replies that mean the server refused these credentials or this user a command.

@@ -26,6 +26,7 @@ from frame_buffer.queue.redis_streams.dead_letters import DeadLetterStream
 from frame_buffer.queue.redis_streams.entries import HEADER, PAYLOAD, id_to_str, raw_entry
 from frame_buffer.queue.redis_streams.keys import StreamKeys
 from frame_buffer.queue.redis_streams.progress import TRIM_EVERY_BYTES, TRIM_EVERY_S, oldest_needed_id, slowest_backlog
+from frame_buffer.queue.settings import DEFAULT_REDIS_URL
 
 #: Bytes asked of each recv into the reply reader's shared buffer. Measured: 64 KB costs the consumer 10 to 15
 #: points more CPU than 1 MB at 640x480x3 (more recv calls), with no gain at 100 KB (docs/performance.md).
@@ -48,7 +49,7 @@ class RedisStreamsQueue(FrameQueue):
 
     def __init__(
         self,
-        url: str = "redis://127.0.0.1:6379/0",
+        url: str = DEFAULT_REDIS_URL,
         settings: QueueSettings | None = None,
         codec: FrameCodec | None = None,
         *,
