@@ -20,6 +20,7 @@ import pika
 from pika import spec
 
 from frame_buffer.commands.bench.harness import pace, producer_gone, start_producer
+from frame_buffer.queue.rabbitmq import pika_compat
 
 PREFETCH = 64
 
@@ -29,7 +30,15 @@ def _connect(url: str) -> Any:
 
 
 def _wake(connection: Any) -> None:
-    connection._request_channel_dispatch(-1)  # end process_data_events' wait now, as pika does itself
+    pika_compat.end_wait(connection)  # end process_data_events' wait now, as pika does itself
+
+
+def _unroutable(_channel: Any, _method: Any, _properties: Any, _body: bytes) -> None:
+    raise RuntimeError("the broker returned a baseline publish: no queue is bound to frames.raw")
+
+
+def _closed(_channel: Any, _reason: Exception) -> None:
+    """Nothing to do: closing is how every run ends, and a publish on a closed channel raises anyway."""
 
 
 class _Publisher:
@@ -41,7 +50,8 @@ class _Publisher:
         self.exchange, self.window = exchange, window
         self.sent = self.confirmed = 0
         selected: list[Any] = []
-        self.channel._impl.confirm_delivery(self._on_confirm, callback=selected.append)
+        pika_compat.enable_confirms(self.channel, self._on_confirm, on_return=_unroutable, on_close=_closed,
+                                    on_selected=selected.append)
         while not selected:
             self.connection.process_data_events(0.01)
 
@@ -54,8 +64,7 @@ class _Publisher:
     def publish(self, body: bytes) -> None:
         while self.sent - self.confirmed >= self.window:
             self.connection.process_data_events(1.0)
-        self.channel._impl.basic_publish(self.exchange, "frames.raw", body, pika.BasicProperties(delivery_mode=2),
-                                         mandatory=True)
+        pika_compat.publish(self.channel, self.exchange, "frames.raw", pika.BasicProperties(delivery_mode=2), body)
         self.sent += 1
         self.connection.process_data_events(0)
 
@@ -79,7 +88,7 @@ class _Consumer(threading.Thread):
         self.received = 0
         self.samples: list[float] = []
         self.finished_at = 0.0
-        self.channel._impl.basic_consume(queue, self._on_message, auto_ack=False)
+        pika_compat.consume(self.channel, queue, self._on_message)
 
     def _on_message(self, channel: Any, method: Any, _props: Any, body: bytes) -> None:
         if self.keep:
