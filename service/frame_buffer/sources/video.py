@@ -1,7 +1,7 @@
 """Video files and RTSP streams decoded with PyAV.
 
 RTSP uses TCP transport (no silent UDP loss). A live source that fails or ends reconnects with the project's
-capped exponential backoff (``flow/retry.py``, no overflow however long the camera is away); each
+capped exponential backoff (``backoff.py``, no overflow however long the camera is away); each
 interruption is logged and counted in ``frame_queue_source_gaps_total``, and :attr:`VideoSource.problem` says
 why while no frame comes (``/readyz`` shows it). The stop event ends the reconnect wait at once; a blocked
 open or read ends within its timeout (:data:`OPEN_TIMEOUT_S`, :data:`READ_TIMEOUT_S`), so a drain is never held
