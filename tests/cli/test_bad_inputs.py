@@ -328,8 +328,21 @@ def test_a_bad_input_is_one_line_naming_it_with_the_documented_exit_code(
     except subprocess.TimeoutExpired as exc:  # the input was taken: a service started and kept running
         pytest.fail(f"still running after 60 s, the input was accepted; stderr: {exc.stderr!r}")
     lines = [line for line in result.stderr.splitlines() if line.strip()]
+    if table := os.environ.get("FB_TEST_ERROR_TABLE"):  # docs/bad-inputs.md is written this way
+        record(Path(table), argv, env, result.returncode, lines, place=place)
     assert "Traceback" not in result.stderr + result.stdout, result.stderr
     assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{result.stderr}"
     assert lines[0].startswith("frame-buffer"), lines[0]
     assert fill(culprit, place) in lines[0]
     assert result.returncode == code, lines[0]
+
+
+def record(table: Path, argv: tuple[str, ...], env: dict[str, str], code: int, lines: list[str], *,
+           place: Place) -> None:
+    """Append the row as the user sees it: the command, the variables set, the exit code and the stderr line."""
+    shown = " ".join(fill(arg, place) for arg in argv).replace(str(place.tmp), "$TMP")
+    variables = " ".join(f"{k}={fill(v, place)}" for k, v in env.items()).replace(str(place.tmp), "$TMP")
+    message = " / ".join(lines).replace(str(place.tmp), "$TMP")
+    cell = lambda text: text.replace("|", "\\|") or " "  # noqa: E731
+    with table.open("a") as out:
+        out.write(f"| `{cell(shown)}` | {cell(variables and f'`{variables}`')} | {code} | {cell(message)} |\n")
