@@ -2,8 +2,9 @@
 
 Label sets are bounded: ``camera`` comes from configuration (one per source), ``group`` from the
 configured consumer groups, ``thread`` from the threads the service starts (one per worker and source, and
-``publisher``, ``stats``, ``http``), ``reason`` from the fixed sets below. The dashboards in ``dashboards/`` and
-the alert rules query exactly these names; ``tests/dashboards`` checks that each query returns data.
+``publisher``, ``stats``, ``http``), ``reason`` and ``stage`` from the fixed sets below. The dashboards in
+``dashboards/`` and the alert rules query exactly these names; ``tests/dashboards`` checks that each query returns
+data.
 """
 
 from __future__ import annotations
