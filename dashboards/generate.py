@@ -48,6 +48,7 @@ def panel(
     threshold_line: bool = False,
     mappings: list[dict[str, Any]] | None = None,
     stack: bool = False,
+    log_scale: bool = False,
 ) -> Panel:
     """A panel whose queries are ``(expr, legend)`` pairs; positions are assigned by :func:`layout`."""
     steps = [{"color": color, "value": value} for color, value in (thresholds or [("green", None)])]
@@ -67,6 +68,8 @@ def panel(
             "stacking": {"mode": "normal" if stack else "none", "group": "A"},
             "thresholdsStyle": {"mode": "line+area" if threshold_line else "off"},
         }
+        if log_scale:  # stages span 50 us to seconds: a linear axis shows only the slowest one
+            defaults["custom"]["scaleDistribution"] = {"type": "log", "log": 10}
     options: dict[str, Any]
     if kind == "stat":
         options = {
@@ -308,6 +311,18 @@ def frame_queue_panels() -> list[Panel]:
             description="The red line is the 10 ms target.",
         ),
         panel("Publish duration", [(Q.quantile(0.5, pub), "p50"), (Q.quantile(0.99, pub), "p99")], unit="s", width=12),
+        panel(
+            "Where the time goes",
+            [(Q.stage_quantile(0.5), "p50 {{stage}}"), (Q.stage_quantile(0.99), "p99 {{stage}}")],
+            unit="s",
+            width=24,
+            height=9,
+            log_scale=True,
+            description="frame_queue_stage_seconds, p50 and p99 of each stage of the service path: buffer "
+            "(admitted to the buffer -> the publisher takes it), publish (taken -> the backend stored it), "
+            "capture_to_receive (the frame's capture ts -> a consumer received it, wall clock; includes buffer "
+            "and publish), decode, handler, ack (the batch's ack call). docs/observability.md has the details.",
+        ),
         row("Losses"),
         panel(
             "Drops by reason",

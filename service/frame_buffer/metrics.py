@@ -2,8 +2,9 @@
 
 Label sets are bounded: ``camera`` comes from configuration (one per source), ``group`` from the
 configured consumer groups, ``thread`` from the threads the service starts (one per worker and source, and
-``publisher``, ``stats``, ``http``), ``reason`` from the fixed sets below. The dashboards in ``dashboards/`` and
-the alert rules query exactly these names; ``tests/dashboards`` checks that each query returns data.
+``publisher``, ``stats``, ``http``), ``reason`` and ``stage`` from the fixed sets below. The dashboards in
+``dashboards/`` and the alert rules query exactly these names; ``tests/dashboards`` checks that each query returns
+data.
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0,
 )
+
+#: Fine enough for sub-millisecond stages (a decode, an XADD on loopback), up to a 5 s stall.
+STAGE_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02,
+    0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)
+#: The stages of ``frame_queue_stage_seconds``, in path order; docs/observability.md says what each measures.
+STAGES = ("buffer", "publish", "capture_to_receive", "decode", "handler", "ack")
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -87,6 +96,23 @@ end_to_end_latency = Histogram(
     "frame_queue_end_to_end_latency_seconds", "Capture timestamp to consumer handler start.",
     buckets=LATENCY_BUCKETS, registry=REGISTRY,
 )
+stage_seconds = Histogram(
+    "frame_queue_stage_seconds",
+    "Where a frame's time goes, by stage: buffer (admitted -> the publisher takes it), publish (taken -> the "
+    "backend stored it), capture_to_receive (the frame's ts -> a consumer received it, wall clock, first "
+    "deliveries), decode, handler, ack (the ack call of the frame's batch).",
+    ["stage"], buckets=STAGE_BUCKETS, registry=REGISTRY,
+)
+#: The labelled children, bound once: ``labels()`` costs a dictionary lookup and a lock on every call.
+STAGE = {name: stage_seconds.labels(stage=name) for name in STAGES}
+
+
+def observe_stage(stage: str, elapsed_ns: int, frames: int = 1) -> None:
+    """Count ``frames`` frames that each spent ``elapsed_ns`` in ``stage`` (a batch shares one duration)."""
+    child, seconds = STAGE[stage], max(elapsed_ns, 0) / 1e9
+    for _ in range(frames):
+        child.observe(seconds)
+
 
 buffer_capacity = Gauge(
     "frame_queue_buffer_capacity_frames", "Current capacity of the adaptive buffer.", registry=REGISTRY

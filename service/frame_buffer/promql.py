@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 #: The histograms of the service (``metrics.py``).
 END_TO_END = "frame_queue_end_to_end_latency_seconds"
 PUBLISH_DURATION = "frame_queue_publish_duration_seconds"
+#: Where the time goes: one histogram, a ``stage`` label per stage of the service path.
+STAGE_SECONDS = "frame_queue_stage_seconds"
 
 #: The dashboard's label filters: label -> the template variable that holds its regex.
 DASHBOARD_FILTERS = {"camera": "$camera", "group": "$group", "instance": "$redis", "stream": "$stream"}
@@ -49,9 +51,14 @@ class Queries:
     def _sum_increase(self, metric: str, by: str, *labels: str) -> str:
         return f"sum by ({by}) ({self._over_window('increase', metric, *labels)})"
 
-    def quantile(self, q: float, histogram: str) -> str:
-        """The q-quantile of a histogram across every instance and label."""
-        return f"histogram_quantile({q}, sum by (le) ({self._over_window('rate', histogram + '_bucket')}))"
+    def quantile(self, q: float, histogram: str, by: str | None = None) -> str:
+        """The q-quantile of a histogram across every instance and label (``by="stage"``: one per stage)."""
+        grouping = f"le, {by}" if by else "le"
+        return f"histogram_quantile({q}, sum by ({grouping}) ({self._over_window('rate', histogram + '_bucket')}))"
+
+    def stage_quantile(self, q: float) -> str:
+        """The q-quantile of each stage of the service path (``frame_queue_stage_seconds``)."""
+        return self.quantile(q, STAGE_SECONDS, by="stage")
 
     # -- throughput ----------------------------------------------------------------------------------------
     def published(self, by: str | None = None) -> str:

@@ -66,6 +66,18 @@ def test_demo_on_the_memory_backend_loses_nothing() -> None:
     assert "backend memory" in result.stdout
     table = dict(line.split(None, 1) for line in result.stdout.splitlines()[-7:] if line.strip())
     assert table["lost"].strip() == "0" and table["duplicates"].strip() == "0"
+    assert_every_stage_counted(result.stdout)
+
+
+def assert_every_stage_counted(output: str) -> None:
+    """The demo's breakdown lists every stage of the path, each having counted every frame (counts, not times)."""
+    from frame_buffer.metrics import STAGES
+
+    assert "where the time goes" in output
+    (frames,) = (line.split()[-1] for line in output.splitlines() if line.strip().startswith("frames in "))
+    counted = {cells[0]: cells[1] for cells in (line.split() for line in output.splitlines()) if cells[:1]
+               and cells[0] in STAGES}
+    assert counted == dict.fromkeys(STAGES, frames), output
 
 
 def test_demo_starts_a_throwaway_redis_when_none_answers() -> None:
@@ -74,6 +86,7 @@ def test_demo_starts_a_throwaway_redis_when_none_answers() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "throwaway redis-server" in result.stdout
     assert "lost" in result.stdout
+    assert_every_stage_counted(result.stdout)
 
 
 @pytest.mark.parametrize(

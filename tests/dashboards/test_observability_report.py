@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from frame_buffer import metrics
 from frame_buffer.cli import main
 from frame_buffer.commands import report
 from frame_buffer.commands.report.data import Panel, from_prometheus
@@ -45,16 +46,22 @@ def panels(stack: Prometheus) -> list[Panel]:
 def test_every_report_panel_has_data(panels: list[Panel]) -> None:
     """Rates, latency, backlog and memory all come back from Prometheus, with the 10 ms target."""
     titles = {panel.title: panel for panel in panels}
-    assert set(titles) == {"Throughput", "Latency", "Backlog", "Memory"}
+    assert set(titles) == {"Throughput", "Latency", "Where the time goes: p50", "Where the time goes: p99", "Backlog",
+                           "Memory"}
     assert titles["Latency"].target == 10.0
     legends = {series.legend for series in titles["Throughput"].series}
     assert "published" in legends and any(legend.startswith("acked") for legend in legends), legends
     assert any(series.legend == "Redis used" for series in titles["Memory"].series)
+    for quantile in ("p50", "p99"):
+        stages = {series.legend for series in titles[f"Where the time goes: {quantile}"].series}
+        assert stages == set(metrics.STAGES), f"{quantile}: stages with data {stages}"
 
 
 @pytest.mark.slow
-def test_png_from_prometheus(stack: Prometheus, panels: list[Panel], tmp_path: Path) -> None:
-    """The command writes a PNG of the 2x2 panel grid."""
+def test_png_from_prometheus(
+    stack: Prometheus, panels: list[Panel], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command writes a PNG of the 3x2 panel grid and prints where the time goes, stage by stage."""
     out = tmp_path / "report.png"
     code = main(
         [
@@ -73,7 +80,11 @@ def test_png_from_prometheus(stack: Prometheus, panels: list[Panel], tmp_path: P
     )
     assert code == 0
     width, height = png_size(out)
-    assert (width, height) == (1400, 720), "two columns of 7 in, two rows of 3.6 in, at 100 dpi"
+    assert (width, height) == (1400, 1080), "two columns of 7 in, three rows of 3.6 in, at 100 dpi"
+    printed = capsys.readouterr().out
+    assert "where the time goes" in printed
+    assert [line.split()[0] for line in printed.splitlines() if line.split()[:1] and line.split()[0] in
+            metrics.STAGES] == list(metrics.STAGES), printed
 
 
 @pytest.mark.slow

@@ -24,3 +24,7 @@ def test_short_soak_loses_nothing_and_memory_stays_flat() -> None:
     assert verdict["published"] == verdict["acked"] + verdict["left_in_queue"]
     assert len(verdict["samples"]) >= 5
     assert all(sample["rss_mb"] > 0 for sample in verdict["samples"])
+    counted = {row["stage"]: row["frames"] for row in verdict["stages"]}
+    assert counted["publish"] == verdict["published"] and counted["ack"] == verdict["acked"], counted
+    assert all(counted[stage] > 0 for stage in ("buffer", "capture_to_receive", "decode", "handler")), counted
+    assert "where the time goes" in result.stdout

@@ -5,8 +5,9 @@ port if the binary exists; otherwise the in-memory backend. The choice is printe
 
 Frames go through the service's producer stack (adaptive buffer, breaker, spool), so the memory budget and
 the frame size limit apply as they do in the service. The progress line counts frames out before frames in,
-so out never shows above in. At the end the demo deletes the stream and dead letters it created, and leaves
-alone whatever existed before it started.
+so out never shows above in. At the end it prints where the time went (p50/p99 of each stage of
+``frame_queue_stage_seconds``, its consumers' audit timed as the handler) and the audit. The demo deletes
+the stream and dead letters it created, and leaves alone whatever existed before it started.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import pika
 import pika.exceptions
 import redis
 
+from frame_buffer import metrics
+from frame_buffer.commands import stages
 from frame_buffer.commands.common import (
     add_queue_options,
     address,
@@ -162,12 +165,16 @@ def _run(args: argparse.Namespace, settings: Settings, open_queue: Callable[[], 
             while not stop.is_set():
                 batch = queue.consume(settings.group, f"demo-{index}", count=16, block_ms=100)
                 wall = time.time_ns()
-                with audit.lock:
+                with audit.lock:  # the audit is this consumer's handler: timed as the worker times one
                     for delivery in batch:
+                        started = time.perf_counter_ns()
                         audit.seen[(delivery.frame.camera, delivery.frame.seq)] += 1
                         audit.latencies_ms.append((wall - delivery.frame.ts_ns) / 1e6)
                         audit.nbytes += delivery.frame.nbytes
+                        metrics.observe_stage("handler", time.perf_counter_ns() - started)
+                started = time.perf_counter_ns()
                 queue.ack(batch)
+                metrics.observe_stage("ack", time.perf_counter_ns() - started, len(batch))
         except Exception as exc:
             failures.append(exc)
             stop.set()
@@ -175,6 +182,7 @@ def _run(args: argparse.Namespace, settings: Settings, open_queue: Callable[[], 
             if settings.backend != "memory":  # the memory queue is the one shared instance
                 queue.close()
 
+    stages_before = stages.snapshot()
     producers = [threading.Thread(target=produce, args=(f"cam{i}",), daemon=True) for i in range(args.cameras)]
     consumers = [threading.Thread(target=consume, args=(i,), daemon=True) for i in range(args.consumers)]
     start = time.monotonic()
@@ -193,6 +201,8 @@ def _run(args: argparse.Namespace, settings: Settings, open_queue: Callable[[], 
             thread.join()
     if failures:
         raise failures[0]
+    print()
+    stages.print_breakdown(stages.breakdown(stages_before, stages.snapshot()), sys.stdout)
     return _report(audit, producer, time.monotonic() - start)
 
 

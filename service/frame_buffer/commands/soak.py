@@ -1,6 +1,7 @@
 """``frame-buffer soak``: run sources, producer and workers together for a while and watch for slow failures.
 
-Samples throughput, end-to-end latency (p50/p99 from the histogram, per interval) and RSS. Fails (exit 1)
+Samples throughput, end-to-end latency (p50/p99 from the histogram, per interval) and RSS, and prints where the
+time went at the end (p50/p99 of each stage of ``frame_queue_stage_seconds``, ``commands/stages.py``). Fails (exit 1)
 when frames go missing (published != acked + still queued, or anything left pending) or when memory keeps
 growing: RSS in the last quarter of the run more than ``--max-rss-growth-mb`` above the second quarter.
 """
@@ -15,6 +16,7 @@ import uuid
 from typing import Any
 
 from frame_buffer import metrics
+from frame_buffer.commands import stages
 from frame_buffer.commands.common import (
     add_queue_options,
     frame_size,
@@ -62,23 +64,6 @@ def _buckets() -> list[tuple[float, float]]:
     return [(float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket")]
 
 
-def quantile_ms(before: list[tuple[float, float]], after: list[tuple[float, float]], q: float) -> float:
-    """Quantile of the observations between two histogram snapshots, by linear interpolation in the bucket."""
-    deltas = [(le, count - before[i][1]) for i, (le, count) in enumerate(after)] if before else after
-    total = deltas[-1][1]
-    if total <= 0:
-        return 0.0
-    rank, lower, previous = q * total, 0.0, 0.0
-    for le, cumulative in deltas:
-        if cumulative >= rank:
-            if le == float("inf"):
-                return lower * 1000
-            share = (rank - previous) / max(cumulative - previous, 1e-9)
-            return (lower + (le - lower) * share) * 1000
-        lower, previous = le, cumulative
-    return lower * 1000
-
-
 def run(args: argparse.Namespace) -> int:
     stream = args.stream or f"soak_{uuid.uuid4().hex[:8]}"
     rows, columns = args.size
@@ -88,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     check_frame_size(settings, (rows, columns, 3), "--size")
     print(f"soak: declares group 'soak' on {settings.backend}:{stream}, consumed by {args.workers} worker(s)",
           file=sys.stderr, flush=True)
+    stages_before = stages.snapshot()
     service = Service(settings)
     service.start()
     samples: list[dict[str, float]] = []
@@ -102,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
             buckets, acked = _buckets(), _counter(metrics.acked)
             sample = {"t": round(now - start, 1), "published": _counter(metrics.published), "acked": acked,
                       "fps": round((acked - last_acked) / (now - last_time), 1),
-                      "p50_ms": round(quantile_ms(last_buckets, buckets, 0.5), 2),
-                      "p99_ms": round(quantile_ms(last_buckets, buckets, 0.99), 2), "rss_mb": round(rss_mb(), 1)}
+                      "p50_ms": round(stages.quantile_ms(last_buckets, buckets, 0.5), 2),
+                      "p99_ms": round(stages.quantile_ms(last_buckets, buckets, 0.99), 2), "rss_mb": round(rss_mb(), 1)}
             samples.append(sample)
             last_buckets, last_acked, last_time = buckets, acked, now
             print(f"{sample['t']:>6} {sample['published']:>10.0f} {sample['acked']:>10.0f} {sample['fps']:>9} "
@@ -123,10 +109,12 @@ def run(args: argparse.Namespace) -> int:
         "published": summary["published"], "acked": acked_total, "left_in_queue": stats.lag,
         "pending": stats.pending, "missing": missing, "dropped": summary.get("dropped", {}),
         "rss_growth_mb": round(growth, 1), "clean_stop": clean_stop, "samples": samples,
+        "stages": stages.breakdown(stages_before, stages.snapshot()),
     }
     if settings.backend == "redis" and args.stream is None:  # its own stream only, never one it was given
         queue.client.delete(stream, f"{stream}:dlq")  # type: ignore[attr-defined]
     queue.close()
+    stages.print_breakdown(verdict["stages"], sys.stdout)
     ok = missing == 0 and stats.pending == 0 and growth <= args.max_rss_growth_mb and clean_stop
     print(f"soak {'passed' if ok else 'FAILED'}: published {verdict['published']} acked {acked_total} left in "
           f"queue {stats.lag} pending {stats.pending} missing {missing} RSS growth {growth:.1f} MB "

@@ -14,6 +14,7 @@ admission decisions look at both at once.
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from collections.abc import Iterable
 
@@ -99,6 +100,7 @@ class AdaptiveBuffer:
         self.capacity = min_capacity
         self.drain_rate = 0.0  # frames per second the backend takes while it is taking frames
         self._items: deque[tuple[Item, int]] = deque()
+        self._admitted_ns: deque[int] = deque()  # perf_counter_ns of each append, for the ``buffer`` stage
         self.bytes = 0
         self._cost_total = 0  # of every frame ever admitted, for the average frame size
         self._cost_count = 0
@@ -115,19 +117,30 @@ class AdaptiveBuffer:
         """Add a frame at the tail, charging the budget."""
         self.budget.reserve(cost)
         self._items.append((item, cost))
+        self._admitted_ns.append(time.perf_counter_ns())
         self.bytes += cost
         self._cost_total += cost
         self._cost_count += 1
 
-    def take(self, count: int) -> list[tuple[Item, int]]:
-        """Remove up to ``count`` frames from the head; their bytes stay charged to the budget."""
+    def take(self, count: int, *, publishing: bool = False) -> list[tuple[Item, int]]:
+        """Remove up to ``count`` frames from the head; their bytes stay charged to the budget.
+
+        ``publishing``: the publisher takes them to publish, which ends their ``buffer`` stage (counted in
+        ``frame_queue_stage_seconds``); frames moved to the spool are not counted.
+        """
         taken = [self._items.popleft() for _ in range(min(count, len(self._items)))]
+        admitted = [self._admitted_ns.popleft() for _ in taken]
+        if publishing and admitted:
+            child, now = metrics.STAGE["buffer"], time.perf_counter_ns()
+            for since in admitted:
+                child.observe((now - since) / 1e9)
         self.bytes -= sum(cost for _, cost in taken)
         return taken
 
     def drop_oldest(self) -> int:
         """Discard the head frame and release its bytes; returns them."""
         _, cost = self._items.popleft()
+        self._admitted_ns.popleft()
         self.bytes -= cost
         self.budget.release(cost)
         return cost

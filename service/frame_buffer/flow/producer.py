@@ -108,6 +108,7 @@ class Producer:
                                    spill=self._spill_if_open)
         self._inflight: list[tuple[Item, int]] = []
         self._inflight_from_spool = False
+        self._taken_ns = 0  # perf_counter_ns when the in-flight batch was taken (publisher thread only)
         self.submitted = 0
         self.published = 0
         self.replayed = 0  # published from the spool
@@ -246,8 +247,11 @@ class Producer:
                 return True
             if not self._inflight:
                 self._inflight_from_spool = len(self.spool) > 0
-                source = self.spool if self._inflight_from_spool else self.buffer
-                self._inflight = source.take(self.batch)
+                if self._inflight_from_spool:
+                    self._inflight = self.spool.take(self.batch)
+                else:
+                    self._inflight = self.buffer.take(self.batch, publishing=True)  # ends their buffer stage
+                self._taken_ns = time.perf_counter_ns()  # their publish stage starts
                 self._update_gauges()
             batch = self._inflight
             from_spool = self._inflight_from_spool
@@ -282,6 +286,7 @@ class Producer:
         """Account for frames the backend stored: counters, metrics, and their bytes back to the budget."""
         if elapsed is not None:
             metrics.publish_duration.observe(elapsed)
+        metrics.observe_stage("publish", time.perf_counter_ns() - self._taken_ns, len(batch))
         for camera, _ in (item for item, _ in batch):
             metrics.published.labels(camera=camera).inc()
         with self._cond:

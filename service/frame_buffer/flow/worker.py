@@ -105,6 +105,7 @@ class Worker:
 
     def _handle(self, queue: FrameQueue, deliveries: list[Delivery]) -> None:
         done: list[Delivery] = []
+        handler_stage = metrics.STAGE["handler"]
         for delivery in deliveries:
             labels = {"camera": delivery.frame.camera, "group": self.group}
             self.consumed += 1
@@ -114,6 +115,7 @@ class Worker:
                 metrics.redelivered.labels(**labels).inc()
             else:
                 metrics.end_to_end_latency.observe(max(0.0, (time.time_ns() - delivery.frame.ts_ns) / 1e9))
+            started = time.perf_counter_ns()
             try:
                 self.handler(delivery.frame)
             except Exception as exc:  # any handler failure is retried, then dead-lettered
@@ -121,10 +123,13 @@ class Worker:
                 self._failed(queue, delivery, exc)
                 continue
             finally:
+                handler_stage.observe((time.perf_counter_ns() - started) / 1e9)
                 self._beat()
             done.append(delivery)
         if done:
+            started = time.perf_counter_ns()
             queue.ack(done)
+            metrics.observe_stage("ack", time.perf_counter_ns() - started, len(done))
             self.acked += len(done)
             for delivery in done:
                 metrics.acked.labels(camera=delivery.frame.camera, group=self.group).inc()

@@ -230,13 +230,18 @@ class FrameQueue(ABC):
         while True:
             remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
             raw = self._fetch(group, consumer, count, remaining_ms)
-            deliveries = self._decode_or_dead_letter(group, consumer, raw)
+            deliveries = self._decode_or_dead_letter(group, consumer, raw, time.time_ns())
             # Everything fetched may have been dead-lettered: keep waiting for real frames.
             if deliveries or not raw or remaining_ms == 0:
                 return deliveries
 
-    def _decode_or_dead_letter(self, group: str, consumer: str, raw: list[RawEntry]) -> list[Delivery]:
+    def _decode_or_dead_letter(
+        self, group: str, consumer: str, raw: list[RawEntry], received_ns: int
+    ) -> list[Delivery]:
+        """Decode what was fetched (at wall-clock ``received_ns``), timing the ``decode`` and, for first
+        deliveries, the ``capture_to_receive`` stages; dead-letter what cannot be delivered."""
         deliveries = []
+        decode_stage, receive_stage = metrics.STAGE["decode"], metrics.STAGE["capture_to_receive"]
         for entry in raw:
             if entry.attempts > self.settings.max_deliveries:
                 self._dead_letter(
@@ -245,6 +250,7 @@ class FrameQueue(ABC):
                 )
                 metrics.dead_lettered.labels(reason="delivery_limit").inc()
                 continue
+            started = time.perf_counter_ns()
             try:
                 frame = self.codec.decode(entry.header, entry.payload)
             except CodecError as exc:
@@ -258,6 +264,9 @@ class FrameQueue(ABC):
                 self._dead_letter(group, entry, "decode_error", f"{type(exc).__name__}: {exc}")
                 metrics.dead_lettered.labels(reason="decode_error").inc()
                 continue
+            decode_stage.observe((time.perf_counter_ns() - started) / 1e9)
+            if entry.attempts == 1:  # a redelivery's capture time says nothing about the path
+                receive_stage.observe(max(received_ns - frame.ts_ns, 0) / 1e9)
             deliveries.append(Delivery(entry.id, frame, entry.attempts, group, consumer, entry))
         return deliveries
 

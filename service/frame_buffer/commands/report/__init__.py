@@ -19,7 +19,7 @@ import urllib.parse
 from pathlib import Path
 
 from frame_buffer.commands.common import number
-from frame_buffer.commands.report.data import PrometheusError, from_prometheus, load_bench
+from frame_buffer.commands.report.data import PrometheusError, from_prometheus, load_bench, stage_breakdown
 from frame_buffer.commands.report.draw import draw_bench, draw_timeseries, latest, write
 from frame_buffer.config import show
 
@@ -135,9 +135,24 @@ def run(args: argparse.Namespace) -> int:
             title = f"{args.title}: {args.range / 60:g} min to {ending} UTC"
             png = draw_timeseries(panels, title)
             table = latest(panels)
+            _print_stages(stage_breakdown(panels))
     except (PrometheusError, OSError, ValueError, KeyError) as exc:
         print(f"frame-buffer report: {exc}", file=sys.stderr)
         return exc.exit_code if isinstance(exc, PrometheusError) else 1  # 3: Prometheus did not answer
     write(args.out, png, title, table)
     print(f"frame-buffer report: wrote {args.out}")
     return 0
+
+
+def _print_stages(stages: list[tuple[str, float | None, float | None]]) -> None:
+    """Where the time goes, at the end of the range: each stage's p50 and p99 in ms."""
+    if not stages:
+        return
+    print("where the time goes (frame_queue_stage_seconds, end of the range):")
+    print(f"  {'stage':<20} {'p50 ms':>9} {'p99 ms':>9}")
+    for stage, p50, p99 in stages:
+        print(f"  {stage:<20} {_ms(p50):>9} {_ms(p99):>9}")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

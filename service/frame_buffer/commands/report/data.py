@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from frame_buffer.errors import EXIT_UNREACHABLE, FrameBufferError
+from frame_buffer.metrics import STAGES
 from frame_buffer.promql import END_TO_END, PUBLISH_DURATION, Queries
 
 #: The end-to-end latency target, drawn as a line on the latency panel.
@@ -52,7 +53,8 @@ class PanelQuery:
 
 def prometheus_panels(q: Queries) -> list[tuple[str, str, float | None, list[PanelQuery]]]:
     """Title, unit, target and queries of each panel: the dashboard's expressions (``promql.py``) as ``q``
-    renders them. Memory is summed over the Redis instances here, where the dashboard shows each."""
+    renders them. Memory is summed over the Redis instances here, where the dashboard shows each; the stages'
+    p50 and p99, on one dashboard panel, are two panels here (six lines each)."""
     return [
         (
             "Throughput",
@@ -74,6 +76,18 @@ def prometheus_panels(q: Queries) -> list[tuple[str, str, float | None, list[Pan
                 PanelQuery(q.quantile(0.99, END_TO_END), "end-to-end p99", 1000),
                 PanelQuery(q.quantile(0.99, PUBLISH_DURATION), "publish p99", 1000),
             ],
+        ),
+        (
+            "Where the time goes: p50",
+            "ms",
+            None,
+            [PanelQuery(q.stage_quantile(0.5), "{stage}", 1000)],
+        ),
+        (
+            "Where the time goes: p99",
+            "ms",
+            None,
+            [PanelQuery(q.stage_quantile(0.99), "{stage}", 1000)],
         ),
         (
             "Backlog",
@@ -131,7 +145,7 @@ def from_prometheus(
     q = Queries(window=f"{int(window_s or max(4 * step, 30))}s", filters={})
     panels = []
     for title, unit, target, queries in prometheus_panels(q):
-        panel = Panel(title, unit, target=target, log=target is not None)
+        panel = Panel(title, unit, target=target, log=unit == "ms")  # latencies span decades
         for query in queries:
             for item in query_range(url, query.expr, end - range_s, end, step):
                 labels = item["metric"]
@@ -142,6 +156,21 @@ def from_prometheus(
                     panel.series.append(Series(legend, [t for t, _ in points], [v for _, v in points]))
         panels.append(panel)
     return panels
+
+
+def stage_breakdown(panels: list[Panel]) -> list[tuple[str, float | None, float | None]]:
+    """``(stage, p50 ms, p99 ms)`` at the end of the range, from the two stage panels, in path order."""
+    latest: dict[str, dict[str, float]] = {}
+    for panel in panels:
+        if panel.title.startswith("Where the time goes: "):
+            quantile = panel.title.rsplit(" ", 1)[1]
+            for series in panel.series:
+                latest.setdefault(series.legend, {})[quantile] = series.values[-1]
+    return [(stage, values.get("p50"), values.get("p99")) for stage, values in sorted(latest.items(), key=_path_order)]
+
+
+def _path_order(item: tuple[str, dict[str, float]]) -> tuple[int, str]:
+    return (STAGES.index(item[0]) if item[0] in STAGES else len(STAGES), item[0])
 
 
 class _Default(dict[str, str]):
