@@ -66,7 +66,9 @@ def test_queue_backpressure_is_not_a_breaker_failure(make_queue: QueueFactory) -
     # queue's backpressure, however submits and publishes interleave.
     wait_until(lambda: producer.summary()["backpressure_waits"] >= 1, 30, "the publisher to meet backpressure")
     summary = producer.summary()
-    assert summary["published"] == 50, "published past the lag limit"
+    # Batches are whole: the one that would pass max_lag waits, so up to a batch less than 50 may be in when
+    # the publisher took a partial batch while frames were still being submitted (47 + 10 > 50).
+    assert 50 - 10 < summary["published"] <= 50, "published past the lag limit"
     assert summary["breaker_transitions"]["open"] == 0 and summary["breaker_state"] == "closed"
     assert accepted + summary["dropped"]["drop_newest"] == 400
     got = drain(open_queue(), "g", accepted)
