@@ -339,10 +339,18 @@ def test_a_bad_input_is_one_line_naming_it_with_the_documented_exit_code(
 
 def record(table: Path, argv: tuple[str, ...], env: dict[str, str], code: int, lines: list[str], *,
            place: Place) -> None:
-    """Append the row as the user sees it: the command, the variables set, the exit code and the stderr line."""
-    shown = " ".join(fill(arg, place) for arg in argv).replace(str(place.tmp), "$TMP")
-    variables = " ".join(f"{k}={fill(v, place)}" for k, v in env.items()).replace(str(place.tmp), "$TMP")
-    message = " / ".join(lines).replace(str(place.tmp), "$TMP")
-    cell = lambda text: text.replace("|", "\\|") or " "  # noqa: E731
+    """Append the row as the user sees it: the command, the variables set, the exit code and the stderr line,
+    with this run's temporary names shown as placeholders so that the table is the same from run to run."""
+    names = {str(place.tmp): "$TMP", place.string_key: "$STRING_KEY", place.stream: "$STREAM",
+             str(place.busy_port): "$BUSY_PORT"}
+
+    def cell(text: str) -> str:
+        for name, shown in names.items():
+            text = text.replace(name, shown)
+        return text.replace("|", "\\|") or " "
+
+    command = cell(" ".join(fill(arg, place) for arg in argv))
+    variables = cell(" ".join(f"{k}={fill(v, place)}" for k, v in env.items()))
+    variables = f"`{variables}`" if variables.strip() else " "
     with table.open("a") as out:
-        out.write(f"| `{cell(shown)}` | {cell(variables and f'`{variables}`')} | {code} | {cell(message)} |\n")
+        out.write(f"| `{command}` | {variables} | {code} | {cell(' / '.join(lines))} |\n")
