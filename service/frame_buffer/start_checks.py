@@ -58,3 +58,15 @@ def stall_limit(settings: Settings) -> float:
         raise ConfigError(f"FRAME_BUFFER_STALL_TIMEOUT_S: must be longer than FRAME_BUFFER_PUBLISH_TIMEOUT_S "
                           f"({settings.publish_timeout_s:g} s, the longest wait under backpressure), got {limit:g}")
     return limit
+
+
+def check_layout(settings: Settings) -> None:
+    """The memory backend lives in one process: it cannot be split into roles or worker processes."""
+    if settings.backend != "memory":
+        return
+    if settings.role != "all":
+        raise ConfigError(f"FRAME_BUFFER_ROLE: role {settings.role} needs a shared backend (redis or rabbitmq); "
+                          f"the memory backend lives in one process")
+    if settings.worker_processes:
+        raise ConfigError("FRAME_BUFFER_WORKER_PROCESSES: worker processes need a shared backend (redis or "
+                          "rabbitmq); the memory backend lives in one process")
