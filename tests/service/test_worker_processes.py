@@ -173,3 +173,25 @@ def test_sigterm_at_a_random_moment_of_the_start_exits_0(tmp_path: Path, service
                             f"{text}")
     print(json.dumps({"attempts": SIGTERM_REPEATS, "exit_0": SIGTERM_REPEATS - len(failures)}))
     assert not failures, failures[0]
+
+
+def test_a_worker_process_whose_parent_is_killed_drains_and_ends(
+    tmp_path: Path, service_env: dict[str, str], stream_name: str
+) -> None:
+    service = RunningService(tmp_path, {**service_env, "FRAME_BUFFER_SOURCES": "synthetic:cam0:fps=100:size=16x16",
+                                        "FRAME_BUFFER_WORKERS": "1", "FRAME_BUFFER_WORKER_PROCESSES": "1"})
+    wait_until(lambda: service.get("/readyz")[0] == 200, 30, "the worker process ready")
+    (child,) = service.json("/healthz")["processes"]
+    service.kill()  # SIGKILL: the parent cannot forward anything; the child sees its stdin end
+
+    def ended() -> bool:
+        try:
+            state = Path(f"/proc/{child['pid']}/status").read_text()
+        except FileNotFoundError:
+            return True
+        return "\nState:\tZ" in state  # ended, not yet reaped by its new parent
+
+    wait_until(ended, 60, "the orphaned worker process to end")
+    assert any(m.startswith("worker svc-test-0-0: ") for m in service.messages()), service.log()
+    client = redis.Redis.from_url(REDIS_URL)
+    assert client.xpending(stream_name, "workers")["pending"] == 0, "the orphan left frames pending"
