@@ -25,6 +25,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from prometheus_client import generate_latest
+
 from frame_buffer import metrics, metrics_merge
 from frame_buffer.config import Settings
 from frame_buffer.errors import ConfigError
@@ -159,9 +161,9 @@ class Service:
 
     def exposition(self) -> bytes:
         """``/metrics``: this process's registry, plus the worker processes' counters and histograms."""
-        own = metrics_merge.own(metrics.REGISTRY)
         if self.processes is None:
-            return metrics_merge.exposition(own)
+            return generate_latest(metrics.REGISTRY)
+        own = metrics_merge.own(metrics.REGISTRY)
         return metrics_merge.exposition(metrics_merge.add(own, *self.processes.families()))
 
     def source_problem(self, camera: str) -> str | None:

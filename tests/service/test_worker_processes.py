@@ -12,6 +12,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -41,6 +42,11 @@ def test_sigterm_drains_every_worker_process_and_loses_nothing(
         # Acks counted in the children, read through the parent's /metrics.
         wait_until(lambda: service.metric("frame_queue_acked_total") >= 300, 60, "300 acked frames")
         wait_until(lambda: service.get("/readyz")[0] == 200, 30, "readiness, children included")
+        _, text = service.get("/metrics")
+        assert 'frame_queue_thread_restarts_total{thread="worker-process-1/worker-0"}' in text
+        promtool = subprocess.run(["promtool", "check", "metrics"], input=text, text=True, capture_output=True,
+                                  check=False)
+        assert promtool.returncode == 0, promtool.stdout + promtool.stderr
     finally:
         code = service.terminate()
     assert code == 0, service.log()
