@@ -49,9 +49,11 @@ MAX_FRAME_BYTES_LIMIT = 512 * 1024 * 1024
 
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+#: What ``run`` runs: sources and producer (``ingest``), consumers (``workers``), or both (``all``).
+Role = Literal["all", "ingest", "workers"]
 
 __all__ = [
-    "CONFIG_ENV", "ENV_PREFIX", "MAX_FRAME_BYTES_LIMIT", "Bound", "ConfigError", "LogFormat", "LogLevel",
+    "CONFIG_ENV", "ENV_PREFIX", "MAX_FRAME_BYTES_LIMIT", "Bound", "ConfigError", "LogFormat", "LogLevel", "Role",
     "SettingError", "Settings", "amqp_url_problem", "name_problem", "redis_url_problem", "show",
 ]
 
@@ -90,7 +92,11 @@ class Settings(QueueOptions):
         amqp_url: RabbitMQ broker of the ``rabbitmq`` backend.
         group: consumer group of this service's workers; also declared up front.
         consumer_prefix: consumers are named ``<prefix>-<index>``; stable across restarts (default: hostname).
-        workers: consumer threads in this process.
+        role: what ``run`` runs: ``all`` (sources, producer and workers), ``ingest`` (sources and producer) or
+            ``workers`` (consumers only); the settings of the part not run are ignored.
+        workers: consumer threads in this process, or in each worker process.
+        worker_processes: 0 runs the workers as threads of this process; N starts N worker processes
+            (``worker_processes.py``), whose consumers are ``<prefix>-<process>-<index>``.
         handler: ``module:function`` called with each frame.
         sources: frame sources, ``kind:camera[:option=value...]`` (see ``sources/__init__.py``).
         http_host / http_port: where ``/metrics``, ``/healthz`` and ``/readyz`` are served.
@@ -111,7 +117,9 @@ class Settings(QueueOptions):
     amqp_url: Annotated[str, AMQP_URL] = DEFAULT_AMQP_URL
     group: Annotated[str, NAME] = "workers"
     consumer_prefix: Annotated[str, NAME] = field(default_factory=socket.gethostname)
+    role: Role = "all"
     workers: Annotated[int, Bound(1, 1024)] = 2
+    worker_processes: Annotated[int, Bound(0, 256)] = 0
     handler: Annotated[str, HANDLER] = "frame_buffer.handlers:record_stats"
     sources: Annotated[tuple[str, ...], PRINTABLE_ITEMS] = ("synthetic:cam0:fps=30:size=640x480",)
     http_host: Annotated[str, HOST] = "0.0.0.0"
@@ -165,6 +173,11 @@ class Settings(QueueOptions):
         except WakeLatencyUnavailable as exc:
             raise ConfigError(f"{_env('cpu_wake_latency_us')}: {exc}") from exc
 
+    def environment(self) -> dict[str, str]:
+        """Every setting as its ``FRAME_BUFFER_*`` variable, read back by :meth:`load` as the same settings
+        (a worker process gets its settings this way, whatever file and flags gave them to the parent)."""
+        return {_env(spec.name): _text(getattr(self, spec.name)) for spec in fields(self)}
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (``None`` values are ignored), validated again."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -213,6 +226,17 @@ class Settings(QueueOptions):
 
 def _env(name: str) -> str:
     return f"{ENV_PREFIX}{name.upper()}"
+
+
+def _text(value: object) -> str:
+    """A setting's value as its variable holds it (``None`` as empty: unset)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def _suggest(word: str, candidates: Iterable[str], prefix: str = "") -> str:

@@ -7,6 +7,7 @@ threaded server whose polling loop is the http thread's heartbeat.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
@@ -35,13 +36,18 @@ class HTTPServer(ThreadingHTTPServer):
             self.heartbeat.beat()
 
 
-def handler_for(probes: Probes) -> type[BaseHTTPRequestHandler]:
-    """A request handler answering from ``probes``: 200 when alive / ready, else 503 with the reasons."""
+def handler_for(probes: Probes, exposition: Callable[[], bytes] | None = None) -> type[BaseHTTPRequestHandler]:
+    """A request handler answering from ``probes``: 200 when alive / ready, else 503 with the reasons.
+
+    ``exposition`` makes ``/metrics`` (default: this process's registry); a parent of worker processes adds
+    theirs.
+    """
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/metrics":
-                self._send(200, generate_latest(metrics.REGISTRY), CONTENT_TYPE_LATEST)
+                body = exposition() if exposition is not None else generate_latest(metrics.REGISTRY)
+                self._send(200, body, CONTENT_TYPE_LATEST)
             elif self.path == "/healthz":
                 health = probes.health()
                 self._send(200 if health["alive"] else 503, json.dumps(health).encode() + b"\n", "application/json")

@@ -1,7 +1,10 @@
 """The service runtime that ``frame-buffer run`` (``commands/run.py``) starts: the process deployed on nebula.
 
 Sources -> Producer (adaptive buffer, breaker, spool) -> queue -> N Workers -> handler, with ``/metrics``,
-``/healthz`` and ``/readyz`` over HTTP (``http_endpoint.py``).
+``/healthz`` and ``/readyz`` over HTTP (``http_endpoint.py``). ``role`` picks the part this process runs
+(``ingest``: sources and producer; ``workers``: consumers; ``all``: both), and with ``worker_processes`` the
+workers run in child processes (``worker_processes.py``) whose health, readiness and counters this process
+reports as its own.
 
 Start: every setting, source spec and the handler are checked (``start_checks.py``), files and streams are
 opened once, the backend is asked once (refused credentials stop the start; an unreachable backend does not:
@@ -22,7 +25,9 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from frame_buffer import metrics
+from prometheus_client import generate_latest
+
+from frame_buffer import metrics, metrics_merge
 from frame_buffer.config import Settings
 from frame_buffer.errors import ConfigError
 from frame_buffer.flow.backpressure import ProducerClosed
@@ -35,8 +40,9 @@ from frame_buffer.queue import BackendRefused, BackendUnavailable, BackpressureT
 from frame_buffer.sources import SourceSpec, open_source, probe_source
 from frame_buffer.sources.synthetic import SyntheticSource
 from frame_buffer.sources.video import READ_TIMEOUT_S, VideoSource
-from frame_buffer.start_checks import check_sources, stall_limit
+from frame_buffer.start_checks import check_layout, check_sources, stall_limit
 from frame_buffer.supervisor import Heartbeat, Supervisor
+from frame_buffer.worker_processes import WorkerProcesses
 
 log = logging.getLogger("frame_buffer.service")
 STATS_INTERVAL_S = 2.0
@@ -70,10 +76,15 @@ class Service:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.specs = [SourceSpec.parse(text) for text in settings.sources]
+        check_layout(settings)
+        self.specs = [SourceSpec.parse(text) for text in settings.sources] if settings.role != "workers" else []
         check_sources(settings, self.specs)
+        #: Consumer threads in this process (none in the ingest role, or when worker processes run them).
+        self.worker_count = 0 if settings.role == "ingest" or settings.worker_processes else settings.workers
         self.handler = load_handler(settings.handler)
         self.supervisor = Supervisor(stall_limit_s=stall_limit(settings))
+        self.processes = (WorkerProcesses(settings, self.supervisor)
+                          if settings.worker_processes and settings.role != "ingest" else None)
         self.stopping = threading.Event()
         self.sources_stop = threading.Event()
         self.workers_stop = threading.Event()
@@ -121,7 +132,7 @@ class Service:
     def _bind(self) -> HTTPServer:
         host, port = self.settings.http_host, self.settings.http_port
         try:
-            return HTTPServer((host, port), handler_for(self))
+            return HTTPServer((host, port), handler_for(self, self.exposition))
         except socket.gaierror as exc:
             raise ConfigError(f"FRAME_BUFFER_HTTP_HOST: cannot listen on {host}:{port}: {exc.strerror}") from None
         except OSError as exc:
@@ -140,8 +151,20 @@ class Service:
     def health(self) -> dict[str, Any]:
         """Liveness: every supervised thread alive and making progress (see supervisor.py)."""
         problems = self.supervisor.problems()
-        return {"alive": not problems, "status": "alive" if not problems else "unhealthy", "problems": problems,
-                "threads": self.supervisor.threads()}
+        if self.processes is not None:
+            problems += self.processes.problems()
+        state = {"alive": not problems, "status": "alive" if not problems else "unhealthy", "problems": problems,
+                 "threads": self.supervisor.threads()}
+        if self.processes is not None:
+            state["processes"] = self.processes.states()
+        return state
+
+    def exposition(self) -> bytes:
+        """``/metrics``: this process's registry, plus the worker processes' counters and histograms."""
+        if self.processes is None:
+            return generate_latest(metrics.REGISTRY)
+        own = metrics_merge.own(metrics.REGISTRY)
+        return metrics_merge.exposition(metrics_merge.add(own, *self.processes.families()))
 
     def source_problem(self, camera: str) -> str | None:
         source = self.sources.get(camera)
@@ -162,11 +185,13 @@ class Service:
             reasons.append(f"publish breaker {breaker}")
         sources = {spec.camera: self.source_problem(spec.camera) or "ok" for spec in self.specs}
         reasons.extend(f"source {camera}: {why}" for camera, why in sources.items() if why != "ok")
+        if self.processes is not None:
+            reasons.extend(self.processes.reasons())
         ok = not reasons
         return {"ready": ok, "status": "ready" if ok else "degraded", "reasons": reasons,
                 "backend": self.settings.backend, "backend_address": self.address,
                 "backend_reachable": self.backend_reachable, "breaker": breaker, "spool_frames": spooled,
-                "sources": sources, "stopping": self.stopping.is_set()}
+                "sources": sources, "stopping": self.stopping.is_set(), "role": self.settings.role}
 
     # -- start --------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -179,13 +204,15 @@ class Service:
         log.info("serving /metrics /healthz /readyz on %s:%d", settings.http_host, self.port)
         retry = RetryPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_cap_s,
                             max_attempts=settings.max_deliveries)
-        for index in range(settings.workers):
+        for index in range(self.worker_count):
             worker = Worker(self.open_queue, settings.group, f"{settings.consumer_prefix}-{index}", self.handler,
                             retry=retry)
             self.workers.append(worker)
             self.worker_threads.append(spawn(
                 f"worker-{index}", lambda beat, w=worker: w.run(self.workers_stop, beat.beat),  # type: ignore[misc]
                 self.workers_stop))
+        if self.processes is not None:
+            self.processes.start()
         if self.specs:
             self.producer = Producer(self.open_queue, policy=settings.policy,
                                      budget_bytes=settings.buffer_budget_bytes,
@@ -194,8 +221,10 @@ class Service:
                 self.source_threads.append(spawn(
                     f"source-{spec.camera}", lambda beat, s=spec: self._ingest(s, beat),  # type: ignore[misc]
                     self.sources_stop))
-        log.info("started: backend %s, stream %s, group %s, %d workers, sources %s", settings.backend,
-                 settings.stream, settings.group, settings.workers, [spec.camera for spec in self.specs] or "none")
+        log.info("started (role %s): backend %s, stream %s, group %s, %d worker threads, %d worker processes, "
+                 "sources %s", settings.role, settings.backend, settings.stream, settings.group, self.worker_count,
+                 len(self.processes.children) if self.processes else 0,
+                 [spec.camera for spec in self.specs] or "none")
 
     def _serve_http(self, heartbeat: Heartbeat) -> None:
         self.http.heartbeat = heartbeat
@@ -282,6 +311,8 @@ class Service:
                           "dropped (shutdown_timeout): %s", frames, held["spool_frames"], why)
             self.producer.close(remaining())
             log.info("producer drained: %s", json.dumps(self.producer.summary()))
+        if self.processes is not None:
+            clean = self.processes.stop(remaining, WORKER_GRACE_S) and clean
         self.workers_stop.set()
         for thread in self.worker_threads:
             # At least WORKER_GRACE_S even when the flush used the whole limit: a worker ends its round first.
@@ -295,5 +326,6 @@ class Service:
         if self.started:
             self.http.shutdown()
         self.http.server_close()
-        log.info("stopped %s", "cleanly" if clean else "with frames left behind (drain timeout)")
+        log.info("stopped %s", "cleanly" if clean else
+                 "with frames left behind (drain timeout, or a worker process that did not drain cleanly)")
         return 0 if clean else 1

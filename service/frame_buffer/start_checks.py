@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from frame_buffer.config import Settings
+from frame_buffer.config import Settings, name_problem
 from frame_buffer.errors import ConfigError
 from frame_buffer.flow.buffer import FRAME_OVERHEAD_BYTES
 from frame_buffer.sources import SourceSpec, parse_size
@@ -58,3 +58,22 @@ def stall_limit(settings: Settings) -> float:
         raise ConfigError(f"FRAME_BUFFER_STALL_TIMEOUT_S: must be longer than FRAME_BUFFER_PUBLISH_TIMEOUT_S "
                           f"({settings.publish_timeout_s:g} s, the longest wait under backpressure), got {limit:g}")
     return limit
+
+
+def check_layout(settings: Settings) -> None:
+    """Worker processes' consumer prefixes (``<prefix>-<process>``) must be names too; and the memory backend
+    lives in one process: it cannot be split into roles or worker processes."""
+    if settings.worker_processes:
+        last = f"{settings.consumer_prefix}-{settings.worker_processes - 1}"
+        problem = name_problem(last)
+        if problem:
+            raise ConfigError(f"FRAME_BUFFER_CONSUMER_PREFIX: the worker processes' prefix <prefix>-<process> "
+                              f"{problem}")
+    if settings.backend != "memory":
+        return
+    if settings.role != "all":
+        raise ConfigError(f"FRAME_BUFFER_ROLE: role {settings.role} needs a shared backend (redis or rabbitmq); "
+                          f"the memory backend lives in one process")
+    if settings.worker_processes:
+        raise ConfigError("FRAME_BUFFER_WORKER_PROCESSES: worker processes need a shared backend (redis or "
+                          "rabbitmq); the memory backend lives in one process")

@@ -85,6 +85,16 @@ def test_a_file_that_cannot_be_decoded_stops_the_start(not_a_video: Path) -> Non
          "wait under backpressure), got 10"),
         ({"FRAME_BUFFER_HTTP_HOST": "192.0.2.1"},  # TEST-NET-1: an address of no interface here
          "FRAME_BUFFER_HTTP_HOST: cannot listen on 192.0.2.1:{port}: Cannot assign requested address"),
+        ({"FRAME_BUFFER_BACKEND": "memory", "FRAME_BUFFER_WORKER_PROCESSES": "2"},
+         "FRAME_BUFFER_WORKER_PROCESSES: worker processes need a shared backend (redis or rabbitmq); the memory "
+         "backend lives in one process"),
+        ({"FRAME_BUFFER_BACKEND": "memory", "FRAME_BUFFER_ROLE": "ingest"},
+         "FRAME_BUFFER_ROLE: role ingest needs a shared backend (redis or rabbitmq); the memory backend lives in "
+         "one process"),
+        ({"FRAME_BUFFER_CONSUMER_PREFIX": "p" * 199, "FRAME_BUFFER_WORKER_PROCESSES": "10"},
+         "FRAME_BUFFER_CONSUMER_PREFIX: the worker processes' prefix <prefix>-<process> must be at most 200 bytes, "
+         "got 201"),
+        ({"FRAME_BUFFER_ROLE": "both"}, "FRAME_BUFFER_ROLE: must be one of all, ingest, workers, got 'both'"),
     ],
 )
 def test_settings_that_cannot_work_together_stop_the_start(env: dict[str, str], line: str) -> None:

@@ -2,19 +2,26 @@
 
 A stop signal at any moment after ``run`` began is remembered (``stop_signals.py``): during the start it
 stops the service from starting, afterwards it starts the drain. The exit code is the drain's: 0 when clean,
-1 when frames were left behind.
+1 when frames were left behind (or a worker process failed its drain).
+
+``--role`` picks what this process runs (``ingest``, ``workers`` or ``all``); ``--worker-processes N`` runs the
+workers in N child processes, each of them this command with ``--role workers`` and ``--status-fd``, on
+which the child reports its pid and HTTP port once started (``worker_processes.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import signal
 
 from frame_buffer import logs
 from frame_buffer.commands.common import add_queue_options, settings_from
 from frame_buffer.service import Service
 from frame_buffer.stop_signals import StopSignals
+from frame_buffer.worker_processes import watch_parent
 
 #: The service's logger: start and drain are one story in the log.
 log = logging.getLogger("frame_buffer.service")
@@ -24,7 +31,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser = subparsers.add_parser("run", help="run the service: sources, workers, metrics endpoint")
     add_queue_options(parser)
     parser.add_argument("--http-port", type=int, help="port of /metrics, /healthz, /readyz (default 8080)")
-    parser.add_argument("--workers", type=int, help="consumer threads (default 2)")
+    parser.add_argument("--role", choices=("all", "ingest", "workers"),
+                        help="what this process runs: sources and producer (ingest), consumers (workers), or both "
+                             "(all, the default)")
+    parser.add_argument("--workers", type=int, help="consumer threads (default 2), per worker process if any")
+    parser.add_argument("--worker-processes", type=int,
+                        help="run the workers in N child processes (default 0: threads of this process)")
+    parser.add_argument("--status-fd", type=int, help=argparse.SUPPRESS)  # set by a parent for its worker process
     parser.add_argument("--source", action="append", dest="sources",
                         help="kind:camera[:key=value...]; repeat for several (default from FRAME_BUFFER_SOURCES)")
     parser.add_argument("--no-sources", action="store_true", help="consume only")
@@ -46,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, signals: StopSignals) -> int:
     sources = () if args.no_sources else (tuple(args.sources) if args.sources else None)
     settings = settings_from(args, http_port=args.http_port, workers=args.workers, sources=sources,
-                             handler=args.handler, cpu_wake_latency_us=args.cpu_wake_latency_us)
+                             handler=args.handler, cpu_wake_latency_us=args.cpu_wake_latency_us, role=args.role,
+                             worker_processes=args.worker_processes)
     logs.configure(settings.log_format, settings.log_level)
     wake_latency = settings.wake_latency_request()  # before anything starts: refused, it stops the start
     if wake_latency is not None:
@@ -57,6 +71,8 @@ def _run(args: argparse.Namespace, signals: StopSignals) -> int:
             log.info("stop signal during start-up: not starting")
         else:
             service.start()
+            if args.status_fd is not None:
+                _report_to_parent(args.status_fd, service.port)
         number = signals.wait()
         log.info("signal %s: draining", signal.Signals(number or signal.SIGTERM).name)
         code = service.stop()
@@ -67,5 +83,12 @@ def _run(args: argparse.Namespace, signals: StopSignals) -> int:
     finally:
         if wake_latency is not None:
             wake_latency.close()
+
+
+def _report_to_parent(status_fd: int, port: int) -> None:
+    """A worker process: tell the parent its pid and port, and drain when the parent goes away (stdin ends)."""
+    with os.fdopen(status_fd, "w") as status:
+        status.write(json.dumps({"pid": os.getpid(), "port": port}) + "\n")
+    watch_parent(lambda: os.kill(os.getpid(), signal.SIGTERM))
 
 
