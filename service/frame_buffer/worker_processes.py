@@ -24,6 +24,7 @@ its own producer is flushed and waits for their drains; a child's failure is the
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import logging
 import os
@@ -175,8 +176,11 @@ class WorkerProcesses:
         health, readiness, text = (_get(child.port, path) for path in ("/healthz", "/readyz", "/metrics"))
         if health is None or readiness is None or text is None:
             return False
-        child.health, child.readiness = json.loads(health), json.loads(readiness)
-        child.snapshot = metrics_merge.parse(text, thread_prefix=f"{child.name}/")
+        try:  # a child that exits while answering may leave a body cut short
+            child.health, child.readiness = json.loads(health), json.loads(readiness)
+            child.snapshot = metrics_merge.parse(text, thread_prefix=f"{child.name}/")
+        except ValueError:
+            return False
         return True
 
     def _retire(self, child: Child) -> None:
@@ -252,7 +256,7 @@ def _get(port: int | None, path: str) -> str | None:
             return str(response.read().decode())
     except urllib.error.HTTPError as exc:
         return str(exc.read().decode())
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):  # HTTPException: a child ending mid-answer
         return None
 
 
