@@ -8,7 +8,7 @@ its own headers (the ``x-delivery-limit`` backstop of quorum queues), so reading
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -151,25 +151,14 @@ class DeadLetters:
         Unlike Redis, where a replayed entry reaches every group again, only the group that gave up sees it.
         Ids that are not a dead letter's count as not found.
         """
-        wanted = {entry_id for entry_id in ids if isinstance(entry_id, str) and entry_id}
+        wanted = _wanted(ids)
 
-        def replay() -> int:
-            replayed = 0
-            with self._scan() as scan:
-                for method, letter in self._each(scan):
-                    if letter.id not in wanted:
-                        continue
-                    wanted.discard(letter.id)
-                    props = persistent(self._ids.new(), {HEADER: letter.header})
-                    self._publisher.publish_all([("", self._topology.group_queue(letter.group), letter.payload, props)],
-                                                time.monotonic() + self._settings.publish_timeout_s)
-                    scan.ack(method)
-                    replayed += 1
-                    if not wanted:
-                        break  # every id found: the rest of the queue need not be read
-            return replayed
+        def publish(letter: DeadLetter) -> None:
+            props = persistent(self._ids.new(), {HEADER: letter.header})
+            self._publisher.publish_all([("", self._topology.group_queue(letter.group), letter.payload, props)],
+                                        time.monotonic() + self._settings.publish_timeout_s)
 
-        return self._link.call(replay) if wanted else 0
+        return self._link.call(lambda: self._take(wanted, publish)) if wanted else 0
 
     def purge(self, ids: Iterable[str] | None = None) -> int:
         """Ack the given dead letters out of their queue, or purge it whole with ``None``; ids that are not a
@@ -181,18 +170,26 @@ class DeadLetters:
                 return int(self._topology.admin.queue_purge(self._topology.dlq).method.message_count)
 
             return self._link.call(purge_all)
-        wanted = {entry_id for entry_id in ids if isinstance(entry_id, str) and entry_id}
+        wanted = _wanted(ids)
+        return self._link.call(lambda: self._take(wanted, lambda _letter: None)) if wanted else 0
 
-        def purge() -> int:
-            purged = 0
-            with self._scan() as scan:
-                for method, letter in self._each(scan):
-                    if letter.id in wanted:
-                        wanted.discard(letter.id)
-                        scan.ack(method)
-                        purged += 1
-                        if not wanted:
-                            break  # every id found: the rest of the queue need not be read
-            return purged
+    def _take(self, wanted: set[str], act: Callable[[DeadLetter], None]) -> int:
+        """Scan the dead-letter queue once; each letter whose id is ``wanted``: ``act`` on it, then ack it out
+        (ids are removed from ``wanted`` as found, so a retry after a reconnect does not take one twice)."""
+        taken = 0
+        with self._scan() as scan:
+            for method, letter in self._each(scan):
+                if letter.id not in wanted:
+                    continue
+                wanted.discard(letter.id)
+                act(letter)
+                scan.ack(method)
+                taken += 1
+                if not wanted:
+                    break  # every id found: the rest of the queue need not be read
+        return taken
 
-        return self._link.call(purge) if wanted else 0
+
+def _wanted(ids: Iterable[str]) -> set[str]:
+    """The ids asked for that could be a dead letter's (non-empty strings); others count as not found."""
+    return {entry_id for entry_id in ids if isinstance(entry_id, str) and entry_id}
