@@ -24,6 +24,7 @@ from frame_buffer.commands.common import (
     number,
     settings_from,
 )
+from frame_buffer.errors import ConfigError
 from frame_buffer.service import Service
 from frame_buffer.start_checks import check_frame_size
 
@@ -71,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, workers=args.workers).replace(
         stream=stream, sources=sources, http_port=0, http_host="127.0.0.1", group="soak")
     check_frame_size(settings, (rows, columns, 3), "--size")
+    if settings.worker_processes or settings.role != "all":
+        # Its audit reads what this process acked and timed: workers elsewhere would make every frame "missing".
+        raise ConfigError("soak runs sources and workers in its own process to audit every frame; unset "
+                          "FRAME_BUFFER_WORKER_PROCESSES and FRAME_BUFFER_ROLE for it (not supported by soak yet)")
     print(f"soak: declares group 'soak' on {settings.backend}:{stream}, consumed by {args.workers} worker(s)",
           file=sys.stderr, flush=True)
     stages_before = stages.snapshot()
