@@ -163,8 +163,17 @@ class Service:
         """``/metrics``: this process's registry, plus the worker processes' counters and histograms."""
         if self.processes is None:
             return generate_latest(metrics.REGISTRY)
+        return metrics_merge.exposition(self.metric_families())
+
+    def metric_families(self, refresh: bool = False) -> metrics_merge.Families:
+        """This process's metrics with its worker processes' added in (their final counts once stopped);
+        ``refresh`` reads the children now instead of using their last read."""
         own = metrics_merge.own(metrics.REGISTRY)
-        return metrics_merge.exposition(metrics_merge.add(own, *self.processes.families()))
+        if self.processes is None:
+            return own
+        if refresh:
+            self.processes.refresh()
+        return metrics_merge.add(own, *self.processes.families())
 
     def source_problem(self, camera: str) -> str | None:
         source = self.sources.get(camera)

@@ -9,7 +9,9 @@ exits by itself. What the parent passes it:
   loopback HTTP on a free port and the consumer prefix ``<prefix>-<process>``: its consumers are
   ``<prefix>-<process>-<index>``, the same names after a restart, so a restarted child claims back its own
   pending entries at once;
-- a status pipe (``--status-fd``) on which the child writes its pid and HTTP port once started;
+- a status pipe (``--status-fd``) on which the child writes its pid and HTTP port once started, and its
+  counters and histograms once drained: the parent's totals then include every frame the child acked, so a
+  ``soak`` or bench that audits them after the stop sees the drain's frames too;
 - its stdin, a pipe the parent never writes: end of file there means the parent is gone, and the child drains.
 
 Each child is watched by a thread of the parent's :class:`~frame_buffer.supervisor.Supervisor`: a child that
@@ -75,6 +77,8 @@ class Child:
     #: Its metrics at the last read, and what the incarnations before this one had counted.
     snapshot: metrics_merge.Families = field(default_factory=list)
     carried: metrics_merge.Families = field(default_factory=list)
+    #: Set when its watcher has read the status pipe to its end (the final counters are in ``snapshot``).
+    followed: threading.Event = field(default_factory=threading.Event)
 
     @property
     def name(self) -> str:
@@ -129,47 +133,54 @@ class WorkerProcesses:
                 os.close(status_write)
             child.process, child.pid, child.port, child.started = process, process.pid, None, False
             child.health = child.readiness = None
+            child.followed.clear()
         log.info("%s started: pid %d, consumers %s-<n>", child.name, process.pid, child.prefix)
         try:
-            self._await_status(child, process, status_read, heartbeat)
+            self._follow(child, status_read, heartbeat)
         finally:
             os.close(status_read)
-        while not self.stopping.is_set():
-            try:
-                process.wait(POLL_S)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if self._read(child):
-                heartbeat.beat()
+            child.followed.set()
+        process.wait()
         if self.stopping.is_set():
             return  # the stop waits for the child and judges its exit code
+        started = child.started
         self._retire(child)
-        raise ChildDied(f"{child.name} (pid {process.pid}) exited with {describe(process.returncode)}")
+        how = "exited" if started else "ended while starting,"
+        raise ChildDied(f"{child.name} (pid {process.pid}) {how} with {describe(process.returncode)}")
 
-    def _await_status(self, child: Child, process: subprocess.Popen[bytes], status: int,
-                      heartbeat: Heartbeat) -> None:
-        """Wait for the child's ``{"pid": .., "port": ..}`` line; beating meanwhile (imports take seconds)."""
+    def _follow(self, child: Child, status: int, heartbeat: Heartbeat) -> None:
+        """Read the child's status pipe until it closes (the child ended), and its endpoints every POLL_S.
+
+        The pipe carries ``{"pid", "port"}`` once started and ``{"final": {"metrics"}}`` after its drain; the
+        latter are the counts the parent keeps, so frames acked during the drain are not lost from its totals.
+        Beats while the child starts (imports take seconds), then whenever the child answered.
+        """
         received = b""
-        while not self.stopping.is_set():
-            heartbeat.beat()
+        while True:
             readable, _, _ = select.select([status], [], [], POLL_S)
-            if not readable:
-                continue
-            data = os.read(status, 4096)
-            received += data
-            if b"\n" in received:
-                report = json.loads(received.split(b"\n", 1)[0])
+            if readable:
+                data = os.read(status, 65536)
+                if not data:
+                    return
+                received += data
+                *lines, received = received.split(b"\n")
+                for line in lines:
+                    self._report(child, line)
+            # Starting (imports take seconds) or draining, waiting is this thread's work; else the child must answer.
+            if self.stopping.is_set() or not child.started or self._read(child):
+                heartbeat.beat()
+
+    def _report(self, child: Child, line: bytes) -> None:
+        """One line of the child's status pipe (the child is our own program; a garbled line is logged)."""
+        try:
+            report = json.loads(line)
+            if "final" in report:
+                child.snapshot = metrics_merge.parse(report["final"]["metrics"], thread_prefix=f"{child.name}/")
+            else:
                 child.port, child.started = int(report["port"]), True
                 self._read(child)
-                return
-            if not data:  # the child closed the pipe without a word: it ended during its start
-                process.wait()
-                if self.stopping.is_set():
-                    return  # ended by the stop's SIGTERM before its handlers were in place: nothing had started
-                self._retire(child)
-                raise ChildDied(f"{child.name} (pid {process.pid}) ended while starting, with "
-                                f"{describe(process.returncode)}")
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("%s: unreadable status line %r: %s", child.name, line[:200], exc)
 
     def _read(self, child: Child) -> bool:
         """Read the child's /healthz, /readyz and /metrics; True when it answered all three."""
@@ -211,6 +222,12 @@ class WorkerProcesses:
         return [{"process": c.name, "pid": c.pid, "port": c.port, "started": c.started,
                  "consumer_prefix": c.prefix} for c in self.children]
 
+    def refresh(self) -> None:
+        """Read every started child's endpoints now (a sampler that wants counts fresher than POLL_S)."""
+        for child in self.children:
+            if child.started and not self.stopping.is_set():
+                self._read(child)
+
     def families(self) -> list[metrics_merge.Families]:
         """Every child's counters and histograms: what its incarnations counted, as of the last read."""
         return [metrics_merge.add(child.carried, child.snapshot) for child in self.children]
@@ -234,8 +251,10 @@ class WorkerProcesses:
                           "pending for its consumers' next start", child.name, process.pid)
                 process.kill()
                 process.wait()
+                child.followed.wait(READ_TIMEOUT_S)
                 clean = False
                 continue
+            child.followed.wait(READ_TIMEOUT_S)  # its watcher reads the final counters up to the pipe's end
             if code == 0 or (code == -signal.SIGTERM and not child.started):
                 log.info("%s (pid %d) stopped", child.name, process.pid)
             else:

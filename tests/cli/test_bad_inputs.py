@@ -66,6 +66,8 @@ ROWS: list[tuple[str, tuple[str, ...], dict[str, str], int, str]] = [
      "{string_key}"),
     ("run-http-port-in-use", ("run", "--no-sources", "--http-port", "{busy_port}", "--stream", "{stream}"),
      {"FRAME_BUFFER_HTTP_HOST": "127.0.0.1"}, CONFIG, "{busy_port}"),
+    ("run-status-fd-not-open", ("run", "--no-sources", "--http-port", "0", "--stream", "{stream}", "--status-fd",
+                                "987"), {}, CONFIG, "--status-fd 987: Bad file descriptor"),
     ("run-http-host-invalid", ("run", "--no-sources", "--stream", "{stream}"),
      {"FRAME_BUFFER_HTTP_HOST": "999.1.1.1"}, CONFIG,
      "FRAME_BUFFER_HTTP_HOST: must be an IP address or a host name, got '999.1.1.1'"),

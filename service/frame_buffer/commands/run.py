@@ -6,12 +6,14 @@ stops the service from starting, afterwards it starts the drain. The exit code i
 
 ``--role`` picks what this process runs (``ingest``, ``workers`` or ``all``); ``--worker-processes N`` runs the
 workers in N child processes, each of them this command with ``--role workers`` and ``--status-fd``, on
-which the child reports its pid and HTTP port once started (``worker_processes.py``).
+which the child reports its pid and HTTP port once started, and its final counters once drained, so that the
+parent's totals include the frames acked during the drain (``worker_processes.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -19,6 +21,7 @@ import signal
 
 from frame_buffer import logs
 from frame_buffer.commands.common import add_queue_options, settings_from
+from frame_buffer.errors import ConfigError
 from frame_buffer.service import Service
 from frame_buffer.stop_signals import StopSignals
 from frame_buffer.worker_processes import watch_parent
@@ -62,6 +65,7 @@ def _run(args: argparse.Namespace, signals: StopSignals) -> int:
                              handler=args.handler, cpu_wake_latency_us=args.cpu_wake_latency_us, role=args.role,
                              worker_processes=args.worker_processes)
     logs.configure(settings.log_format, settings.log_level)
+    status = ParentReport(args.status_fd) if args.status_fd is not None else None
     wake_latency = settings.wake_latency_request()  # before anything starts: refused, it stops the start
     if wake_latency is not None:
         log.info("holding a CPU wake-up latency bound of %d us", wake_latency.microseconds)
@@ -71,24 +75,44 @@ def _run(args: argparse.Namespace, signals: StopSignals) -> int:
             log.info("stop signal during start-up: not starting")
         else:
             service.start()
-            if args.status_fd is not None:
-                _report_to_parent(args.status_fd, service.port)
+            if status is not None:
+                status.send({"pid": os.getpid(), "port": service.port})
+                watch_parent(lambda: os.kill(os.getpid(), signal.SIGTERM))
         number = signals.wait()
         log.info("signal %s: draining", signal.Signals(number or signal.SIGTERM).name)
         code = service.stop()
+        if status is not None and service.started:
+            status.send({"final": {"exit_code": code, "metrics": service.exposition().decode()}})
         if len(signals.received) > 1:
             log.info("%d more stop signals came during the drain; ignored (the drain has its own time limit)",
                      len(signals.received) - 1)
         return code
     finally:
+        if status is not None:
+            status.close()
         if wake_latency is not None:
             wake_latency.close()
 
 
-def _report_to_parent(status_fd: int, port: int) -> None:
-    """A worker process: tell the parent its pid and port, and drain when the parent goes away (stdin ends)."""
-    with os.fdopen(status_fd, "w") as status:
-        status.write(json.dumps({"pid": os.getpid(), "port": port}) + "\n")
-    watch_parent(lambda: os.kill(os.getpid(), signal.SIGTERM))
+class ParentReport:
+    """A worker process's status pipe to its parent: one JSON line at the start, one after the drain."""
+
+    def __init__(self, fd: int) -> None:
+        try:
+            self.pipe = os.fdopen(fd, "w")
+        except OSError as exc:
+            raise ConfigError(f"--status-fd {fd}: {exc.strerror or exc} (set by a parent for its worker "
+                              "process, not by hand)") from None
+
+    def send(self, report: dict[str, object]) -> None:
+        try:
+            self.pipe.write(json.dumps(report) + "\n")
+            self.pipe.flush()
+        except OSError:  # the parent is gone (EPIPE): nobody to tell, the drain goes on by itself
+            log.info("the parent's status pipe is closed; not reporting %s", ", ".join(report))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.pipe.close()
 
 
