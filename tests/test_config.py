@@ -273,6 +273,8 @@ def test_cluster_mode_takes_several_seed_urls_and_keeps_them_apart() -> None:
     assert Settings.load(environ=settings.environment()) == settings  # a worker process reads them back
     one = Settings.load(environ={"FRAME_BUFFER_REDIS_MODE": "cluster"})
     assert one.redis_seeds == (DEFAULT_REDIS_URL,)
+    # braces are the shard keys' hash tags; with the one stream key of before they stay allowed
+    assert Settings.load(environ={"FRAME_BUFFER_STREAM": "cam{1}"}).stream == "cam{1}"
 
 
 @pytest.mark.parametrize(
@@ -304,6 +306,9 @@ def test_cluster_mode_takes_several_seed_urls_and_keeps_them_apart() -> None:
          "FRAME_BUFFER_REDIS_URL: a cluster is reached over TCP (redis:// or rediss://)"),
         ({"FRAME_BUFFER_REDIS_MODE": "cluster", "FRAME_BUFFER_REDIS_URL": "redis://:a@h:1,redis://:b@h:2"},
          "FRAME_BUFFER_REDIS_URL: seed 2 of 2: another scheme, user or password than seed 1"),
+        ({"FRAME_BUFFER_REDIS_MODE": "cluster", "FRAME_BUFFER_STREAM": "cam{1}"},
+         "FRAME_BUFFER_STREAM: must not contain { or } with shard streams (hash tags), got 'cam{1}'"),
+        ({"FRAME_BUFFER_SHARDS": "2", "FRAME_BUFFER_STREAM": "q}"}, "FRAME_BUFFER_STREAM: must not contain { or }"),
         ({"FRAME_BUFFER_REDIS_MODE": "cluster", "FRAME_BUFFER_REDIS_URL": "redis://h:1,rediss://h:2"},
          "FRAME_BUFFER_REDIS_URL: seed 2 of 2: another scheme, user or password than seed 1"),
         ({"FRAME_BUFFER_REDIS_MODE": "cluster", "FRAME_BUFFER_REDIS_URL": "redis://u:s3cret@h:1,redis://u:s3cret@h:0"},

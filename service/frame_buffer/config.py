@@ -164,6 +164,9 @@ class Settings(QueueOptions):
             yield name, (_SEVERAL_URLS if several else reason), ()
         if self.redis_mode == "cluster" and (problem := redis_seeds_problem(self.redis_url)):
             yield "redis_url", problem, ()
+        if (self.redis_mode == "cluster" or self.shard_count > 1) and ("{" in self.stream or "}" in self.stream):
+            # shard keys are <stream>:{<tag>}, and Redis hashes the first {...} of a key
+            yield "stream", f"must not contain {{ or }} with shard streams (hash tags), got {show(self.stream)}", ()
         if self.retry_cap_s < self.retry_base_s:
             yield ("retry_cap_s", f"retry_cap_s {self.retry_cap_s} must be at least retry_base_s {self.retry_base_s}",
                    ("retry_base_s",))
