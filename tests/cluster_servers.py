@@ -41,11 +41,14 @@ def _port_is_free(port: int) -> bool:
 
 
 def free_cluster_ports(count: int) -> list[int]:
-    """``count`` distinct ports, each free together with its cluster bus port (port + 10000)."""
+    """``count`` distinct ports, each free together with its cluster bus port (port + 10000).
+
+    Both stay below Linux's default range of ephemeral ports (32768 and up), so an outgoing connection of
+    another test cannot take a bus port between this check and the node's start."""
     ports: list[int] = []
     rng = random.Random()
     while len(ports) < count:
-        port = rng.randrange(20000, 30000)
+        port = rng.randrange(20000, 32768 - BUS_OFFSET)
         if port not in ports and _port_is_free(port) and _port_is_free(port + BUS_OFFSET):
             ports.append(port)
     return ports
