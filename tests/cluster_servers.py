@@ -171,6 +171,7 @@ class RedisClusterServers:
         by_port = {node.port: node for node in self.nodes}
         return next(by_port[v.port] for v in views if v.master_id == mine and not v.failing)
 
+    # -- waiting -----------------------------------------------------------------------------------------------
     def wait_replicated(self, master: RedisServer, timeout: float = SETTLE_S) -> None:
         """Wait until every replica of ``master`` has everything ``master`` has written so far (its replication
         offset): then a failover cannot lose those writes. (The publisher's way is ``WAIT``; this is the test's.)"""
@@ -186,7 +187,6 @@ class RedisClusterServers:
 
         wait_until(caught_up, timeout, f"the replicas of port {master.port} to reach offset {offset}")
 
-    # -- waiting -----------------------------------------------------------------------------------------------
     def _healthy(self) -> bool:
         """Every node up, ``cluster_state:ok`` everywhere, all nodes known and not failing, every replica in sync."""
         if len(self.alive()) != len(self.nodes):
