@@ -14,6 +14,7 @@ import redis
 from frame_buffer.codec import FrameCodec
 from frame_buffer.queue import FrameQueue, QueueSettings, open_queue
 from frame_buffer.wake_latency import current_bound_us
+from tests.cluster_servers import RedisClusterServers
 from tests.servers import RedisServer
 
 REDIS_URL = os.environ.get("FB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -92,3 +93,21 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def _redis_cluster_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """One six-node cluster for the whole session: forming one takes seconds."""
+    servers = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster")).start()
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture
+def redis_cluster(_redis_cluster_servers: RedisClusterServers) -> RedisClusterServers:
+    """A six-node Redis Cluster of our own (3 masters, 3 replicas), whole when the test starts: nodes a
+    previous test killed are restarted first. Tests share it, so each uses key names of its own."""
+    _redis_cluster_servers.ensure_healthy()
+    return _redis_cluster_servers

@@ -12,7 +12,7 @@ import pytest
 
 from frame_buffer.checks import choices_of
 from frame_buffer.codec import Checksum
-from frame_buffer.config import ConfigError, Settings
+from frame_buffer.config import DEFAULT_SHARDS, ConfigError, Settings
 from frame_buffer.flow.backpressure import Policy
 from frame_buffer.queue import open_queue
 from frame_buffer.queue.settings import BACKENDS, DEFAULT_AMQP_URL, DEFAULT_REDIS_URL, QueueOptions, QueueSettings
@@ -253,3 +253,77 @@ def test_the_default_servers_are_written_once() -> None:
     assert (settings.redis_url, settings.amqp_url) == (DEFAULT_REDIS_URL, DEFAULT_AMQP_URL)
     assert inspect.signature(open_queue).parameters["redis_url"].default == DEFAULT_REDIS_URL
     assert inspect.signature(open_queue).parameters["amqp_url"].default == DEFAULT_AMQP_URL
+
+
+# -- issue 16: redis_mode, shards and cluster seed URLs ------------------------------------------------------
+def test_standalone_is_the_default_mode_with_one_shard_and_cluster_defaults_to_16() -> None:
+    settings = Settings.load(environ={})
+    assert (settings.redis_mode, settings.shards, settings.shard_count) == ("standalone", None, 1)
+    assert settings.redis_seeds == (DEFAULT_REDIS_URL,)
+    assert Settings.load(environ={"FRAME_BUFFER_REDIS_MODE": "cluster"}).shard_count == DEFAULT_SHARDS["cluster"] == 16
+    assert Settings.load(environ={"FRAME_BUFFER_SHARDS": "4"}).shard_count == 4
+    assert Settings.load(environ={"FRAME_BUFFER_SHARDS": ""}).shards is None  # unset: the mode's default
+
+
+def test_cluster_mode_takes_several_seed_urls_and_keeps_them_apart() -> None:
+    seeds = "redis://:pw@10.0.0.1:7000/0,redis://:pw@10.0.0.2:7001,redis://:pw@node-3:7002/"
+    settings = Settings.load(environ={"FRAME_BUFFER_REDIS_MODE": "cluster", "FRAME_BUFFER_REDIS_URL": seeds,
+                                      "FRAME_BUFFER_SHARDS": "32"})
+    assert settings.redis_seeds == tuple(seeds.split(",")) and settings.shard_count == 32
+    assert Settings.load(environ=settings.environment()) == settings  # a worker process reads them back
+    one = Settings.load(environ={"FRAME_BUFFER_REDIS_MODE": "cluster"})
+    assert one.redis_seeds == (DEFAULT_REDIS_URL,)
+    # braces are the shard keys' hash tags; with the one stream key of before they stay allowed
+    assert Settings.load(environ={"FRAME_BUFFER_STREAM": "cam{1}"}).stream == "cam{1}"
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"FRAME_BUFFER_REDIS_MODE": "sentinel"},
+         "FRAME_BUFFER_REDIS_MODE: must be one of standalone, cluster, got 'sentinel'"),
+        ({"FRAME_BUFFER_SHARDS": "0"}, "FRAME_BUFFER_SHARDS: must be positive, got 0"),
+        ({"FRAME_BUFFER_SHARDS": "1025"}, "FRAME_BUFFER_SHARDS: must be at most 1024, got 1025"),
+        ({"FRAME_BUFFER_SHARDS": "two"}, "FRAME_BUFFER_SHARDS: must be an integer, got 'two'"),
+        # standalone keeps exactly one URL, and today's messages for a bad one
+        ({"FRAME_BUFFER_REDIS_URL": "redis://a:7000/0,redis://b:7001/0"},
+         "FRAME_BUFFER_REDIS_URL: several URLs (seed nodes) need redis_mode cluster (FRAME_BUFFER_REDIS_MODE); "
+         "standalone takes one"),
+        ({"FRAME_BUFFER_REDIS_URL": "redis://a:7000/0,redis://b:x/0"},
+         "FRAME_BUFFER_REDIS_URL: the database after the port must be an integer, got '0,redis://b:x/0'"),
+        # cluster mode: each seed checked, database 0, the same credentials
+        ({"FRAME_BUFFER_REDIS_MODE": "cluster", "FRAME_BUFFER_REDIS_URL": ""},
+         "FRAME_BUFFER_REDIS_URL: must not be empty"),
+        ({"FRAME_BUFFER_REDIS_MODE": "cluster", "FRAME_BUFFER_REDIS_URL": "redis://a:7000,redis://b:x"},
+         "FRAME_BUFFER_REDIS_URL: seed 2 of 2: port must be an integer 1 to 65535, got 'x' in 'redis://b:x'"),
+        ({"FRAME_BUFFER_REDIS_MODE": "cluster", "FRAME_BUFFER_REDIS_URL": "redis://a:7000,,redis://b:7001"},
+         "FRAME_BUFFER_REDIS_URL: seed 2 of 3: empty (a stray comma?)"),
+        ({"FRAME_BUFFER_REDIS_MODE": "cluster", "FRAME_BUFFER_REDIS_URL": "redis://a:7000,"},
+         "FRAME_BUFFER_REDIS_URL: seed 2 of 2: empty"),
+        ({"FRAME_BUFFER_REDIS_MODE": "cluster", "FRAME_BUFFER_REDIS_URL": "redis://a:7000/3"},
+         "FRAME_BUFFER_REDIS_URL: a cluster has database 0 only, got '3' in 'redis://a:7000/3'"),
+        ({"FRAME_BUFFER_REDIS_MODE": "cluster", "FRAME_BUFFER_REDIS_URL": "unix:///run/redis.sock"},
+         "FRAME_BUFFER_REDIS_URL: a cluster is reached over TCP (redis:// or rediss://)"),
+        ({"FRAME_BUFFER_REDIS_MODE": "cluster", "FRAME_BUFFER_REDIS_URL": "redis://:a@h:1,redis://:b@h:2"},
+         "FRAME_BUFFER_REDIS_URL: seed 2 of 2: another scheme, user or password than seed 1"),
+        ({"FRAME_BUFFER_REDIS_MODE": "cluster", "FRAME_BUFFER_STREAM": "cam{1}"},
+         "FRAME_BUFFER_STREAM: must not contain { or } with shard streams (hash tags), got 'cam{1}'"),
+        ({"FRAME_BUFFER_SHARDS": "2", "FRAME_BUFFER_STREAM": "q}"}, "FRAME_BUFFER_STREAM: must not contain { or }"),
+        ({"FRAME_BUFFER_REDIS_MODE": "cluster", "FRAME_BUFFER_REDIS_URL": "redis://h:1,rediss://h:2"},
+         "FRAME_BUFFER_REDIS_URL: seed 2 of 2: another scheme, user or password than seed 1"),
+        ({"FRAME_BUFFER_REDIS_MODE": "cluster", "FRAME_BUFFER_REDIS_URL": "redis://u:s3cret@h:1,redis://u:s3cret@h:0"},
+         "FRAME_BUFFER_REDIS_URL: seed 2 of 2: port must be 1 to 65535, got 0 in 'redis://u:***@h:0'"),
+    ],
+)
+def test_a_bad_mode_shard_count_or_seed_list_is_one_line_naming_the_setting(environ: dict[str, str],
+                                                                            message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}") as caught:
+        Settings.load(environ=environ)
+    assert "s3cret" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_seed_list_in_yaml_is_named_by_its_file_and_key(tmp_path: Path) -> None:
+    config = tmp_path / "fb.yml"
+    config.write_text("redis_mode: cluster\nredis_url: redis://a:7000/0,redis://b:7001/5\n")
+    with pytest.raises(ConfigError, match=r"fb.yml: redis_url: seed 2 of 2: a cluster has database 0 only"):
+        Settings.load(config, environ={})

@@ -23,8 +23,8 @@ DAY_S = 86_400.0
 
 __all__ = [
     "AMQP_URL", "DAY_S", "HANDLER", "HOST", "NAME", "PRINTABLE_ITEMS", "REDIS_URL", "Bound", "Check", "Rule",
-    "amqp_url_problem", "choices_of", "field_problems", "host_problem", "name_problem", "redis_url_problem",
-    "show", "unwrap",
+    "amqp_url_problem", "choices_of", "field_problems", "host_problem", "name_problem", "redis_seeds_problem",
+    "redis_url_problem", "show", "unwrap",
 ]
 
 
@@ -164,6 +164,34 @@ def redis_url_problem(url: str) -> str | None:
     db = parts.path.strip("/")
     if db and not (db.isascii() and db.isdigit()):
         return f"the database after the port must be an integer, got {show(db)} in {show(masked_url(url))}"
+    return None
+
+
+def redis_seeds_problem(text: str) -> str | None:
+    """Seed nodes of a Redis Cluster: comma-separated ``redis://`` or ``rediss://`` URLs (one is enough), each
+    sound, database 0 (a cluster has no other), and all with the same scheme, user and password (one client
+    reaches every node the same way)."""
+    if not text:
+        return "must not be empty"
+    seeds = text.split(",")
+    first: tuple[str, str | None, str | None] | None = None
+    for number, seed in enumerate(seeds, 1):
+        where = f"seed {number} of {len(seeds)}: " if len(seeds) > 1 else ""
+        if not seed:
+            return f"{where}empty (a stray comma?) in {show(masked_url(text))}"
+        if seed.startswith("unix://"):
+            return f"{where}a cluster is reached over TCP (redis:// or rediss://), got {show(masked_url(seed))}"
+        if problem := redis_url_problem(seed):
+            return f"{where}{problem}"
+        parts = urllib.parse.urlsplit(seed)
+        if parts.path.strip("/") not in ("", "0"):
+            return (f"{where}a cluster has database 0 only, got {show(parts.path.strip('/'))} in "
+                    f"{show(masked_url(seed))}")
+        auth = (parts.scheme, parts.username, parts.password)
+        if first is None:
+            first = auth
+        elif auth != first:
+            return f"{where}another scheme, user or password than seed 1: every seed must reach the cluster alike"
     return None
 
 

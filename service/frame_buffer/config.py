@@ -30,6 +30,7 @@ from frame_buffer.checks import (
     amqp_url_problem,
     field_problems,
     name_problem,
+    redis_seeds_problem,
     redis_url_problem,
     show,
     unwrap,
@@ -51,10 +52,15 @@ LogFormat = Literal["text", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 #: What ``run`` runs: sources and producer (``ingest``), consumers (``workers``), or both (``all``).
 Role = Literal["all", "ingest", "workers"]
+#: How the ``redis`` backend reaches Redis: one server (``standalone``) or a Redis Cluster (``cluster``).
+RedisMode = Literal["standalone", "cluster"]
+#: Shard streams when ``shards`` is unset, per mode: one (today's single stream key) or several per master.
+DEFAULT_SHARDS: dict[str, int] = {"standalone": 1, "cluster": 16}
 
 __all__ = [
-    "CONFIG_ENV", "ENV_PREFIX", "MAX_FRAME_BYTES_LIMIT", "Bound", "ConfigError", "LogFormat", "LogLevel", "Role",
-    "SettingError", "Settings", "amqp_url_problem", "name_problem", "redis_url_problem", "show",
+    "CONFIG_ENV", "DEFAULT_SHARDS", "ENV_PREFIX", "MAX_FRAME_BYTES_LIMIT", "Bound", "ConfigError", "LogFormat",
+    "LogLevel", "RedisMode", "Role", "SettingError", "Settings", "amqp_url_problem", "name_problem",
+    "redis_url_problem", "show",
 ]
 
 
@@ -73,6 +79,7 @@ class SettingError(ConfigError):
         self.related = related
 
 
+_SEVERAL_URLS = "several URLs (seed nodes) need redis_mode cluster (FRAME_BUFFER_REDIS_MODE); standalone takes one"
 _PORT = Bound(0, 65535, says="must be a port number (0 to 65535; 0 picks a free one)")
 _WAKE_LATENCY_US = Bound(0, NO_BOUND_US, says=f"must be 0 to {NO_BOUND_US} (microseconds)")
 
@@ -88,7 +95,12 @@ class Settings(QueueOptions):
 
     Args:
         backend: ``redis`` (default), ``rabbitmq`` or ``memory``.
-        redis_url: Redis server of the ``redis`` backend.
+        redis_mode: ``standalone`` (one Redis server) or ``cluster`` (a Redis Cluster; not built yet, refused at
+            start: docs/scaling.md).
+        redis_url: Redis server of the ``redis`` backend; in ``cluster`` mode one or more comma-separated seed
+            nodes (``redis://`` or ``rediss://``, database 0, the same credentials).
+        shards: shard streams of the ``redis`` backend (1 to 1024); unset: 1 in ``standalone`` mode (the one
+            stream key of before), 16 in ``cluster`` mode (see :attr:`shard_count`).
         amqp_url: RabbitMQ broker of the ``rabbitmq`` backend.
         group: consumer group of this service's workers; also declared up front.
         consumer_prefix: consumers are named ``<prefix>-<index>``; stable across restarts (default: hostname).
@@ -113,7 +125,9 @@ class Settings(QueueOptions):
     """
 
     backend: Backend = "redis"
+    redis_mode: RedisMode = "standalone"
     redis_url: Annotated[str, REDIS_URL] = DEFAULT_REDIS_URL
+    shards: Annotated[int | None, Bound(1, 1024)] = None
     amqp_url: Annotated[str, AMQP_URL] = DEFAULT_AMQP_URL
     group: Annotated[str, NAME] = "workers"
     consumer_prefix: Annotated[str, NAME] = field(default_factory=socket.gethostname)
@@ -144,10 +158,28 @@ class Settings(QueueOptions):
     def _problems(self) -> Iterator[tuple[str, str, tuple[str, ...]]]:
         """Every value that is wrong, as (setting, reason, related settings); types were checked on loading."""
         for name, reason in field_problems(self):
-            yield name, reason, ()
+            if name == "redis_url" and self.redis_mode == "cluster":
+                continue  # a list of seeds, checked below
+            several = name == "redis_url" and "," in self.redis_url and redis_seeds_problem(self.redis_url) is None
+            yield name, (_SEVERAL_URLS if several else reason), ()
+        if self.redis_mode == "cluster" and (problem := redis_seeds_problem(self.redis_url)):
+            yield "redis_url", problem, ()
+        if (self.redis_mode == "cluster" or self.shard_count > 1) and ("{" in self.stream or "}" in self.stream):
+            # shard keys are <stream>:{<tag>}, and Redis hashes the first {...} of a key
+            yield "stream", f"must not contain {{ or }} with shard streams (hash tags), got {show(self.stream)}", ()
         if self.retry_cap_s < self.retry_base_s:
             yield ("retry_cap_s", f"retry_cap_s {self.retry_cap_s} must be at least retry_base_s {self.retry_base_s}",
                    ("retry_base_s",))
+
+    @property
+    def shard_count(self) -> int:
+        """Shard streams: ``shards``, else the mode's default (:data:`DEFAULT_SHARDS`)."""
+        return self.shards if self.shards is not None else DEFAULT_SHARDS[self.redis_mode]
+
+    @property
+    def redis_seeds(self) -> tuple[str, ...]:
+        """The Redis URLs to start from: the one server, or every seed node of a cluster."""
+        return tuple(self.redis_url.split(",")) if self.redis_mode == "cluster" else (self.redis_url,)
 
     # -- building blocks ---------------------------------------------------------------------------------
     def queue_settings(self, groups: Sequence[str] | None = None) -> QueueSettings:

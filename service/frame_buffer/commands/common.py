@@ -13,6 +13,7 @@ from frame_buffer.config import Bound, Settings, name_problem, show
 from frame_buffer.errors import EXIT_UNREACHABLE, FrameBufferError
 from frame_buffer.queue.settings import BACKENDS, DEFAULT_AMQP_URL, DEFAULT_REDIS_URL
 from frame_buffer.sources import MAX_SIDE  # loadgen, demo and soak make frames no larger than synthetic sources
+from frame_buffer.start_checks import check_built
 
 #: Labels of settings whose flag is not ``--<name>``.
 _FLAGS = {"sources": "--source"}
@@ -115,7 +116,9 @@ def settings_from(args: argparse.Namespace, **extra: object) -> Settings:
     """Settings from defaults, --config, the environment and finally the command line (flags named in errors)."""
     overrides = {"backend": args.backend, "redis_url": args.redis_url, "amqp_url": args.amqp_url,
                  "stream": args.stream, **extra}
-    return Settings.load(args.config, overrides=overrides, labels=_FLAGS)
+    settings = Settings.load(args.config, overrides=overrides, labels=_FLAGS)
+    check_built(settings)
+    return settings
 
 
 def address(settings: Settings) -> str:
