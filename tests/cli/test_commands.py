@@ -133,7 +133,7 @@ def test_a_latency_run_whose_producer_died_fails_with_its_exit_code() -> None:
 
 def test_bench_prints_the_table_and_json() -> None:
     result = run("bench", "--scale", "0.02", "--repeat", "1", "--latency-seconds", "0.2", "--json",
-                 "--cpu-wake-latency-us", "0", timeout=300)
+                 "--cpu-wake-latency-us", "0", "--worker-processes", "1", timeout=300)
     assert result.returncode == 0, result.stderr
     data = last_json(result.stdout)
     assert data["cpu_wake_latency_us"] == 0 and "CPU wake-up latency bound: 0 us held" in result.stdout

@@ -6,6 +6,10 @@ process publishing one frame at a time, a consumer in this process), and the sam
 the equivalent work (redis-py: pipelined XADD, XREADGROUP + XACK; pika: persistent messages with the same
 confirm window). It also times the codec on a Full HD frame.
 
+For Redis at 100KB each latency repeat also runs the whole service path (``service_path.py``: a synthetic source
+-> ``Producer`` -> Redis -> ``Worker``s in worker processes, at the same rate), first of the three, and prints its
+table under the backend one: best and median p99 of each case, each run's audit, the best run's stage breakdown.
+
 Every measurement is repeated ``--repeat`` times, alternating ours and the baseline so that a noisy minute
 hits both, and the best run of each side counts: the shortest throughput run, the latency run with the
 lowest p99.
@@ -88,9 +92,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="length of each latency run")
     parser.add_argument("--repeat", type=integer(1, 100), default=3,
                         help="throughput and latency runs per case, alternated with the baseline; the best counts")
-    parser.add_argument("--worker-processes", type=integer(1, 16), default=1,
-                        help="worker processes of the service-path case (redis, 100KB)")
-    parser.add_argument("--workers", type=integer(1, 64), default=2,
+    parser.add_argument("--worker-processes", type=integer(1, 16), default=2,
+                        help="worker processes of the service-path case (redis, 100KB; 2: one per core)")
+    parser.add_argument("--workers", type=integer(1, 64), default=1,
                         help="consumer threads in each of those worker processes")
     parser.add_argument("--scale", type=number(0, 100, low_open=True), default=1.0,
                         help="multiply the frame counts (quick runs: 0.1)")
