@@ -7,7 +7,8 @@ the equivalent work (redis-py: pipelined XADD, XREADGROUP + XACK; pika: persiste
 confirm window). It also times the codec on a Full HD frame.
 
 For Redis at 100KB each latency repeat also runs the whole service path (``service_path.py``: a synthetic source
--> ``Producer`` -> Redis -> ``Worker``s in worker processes, at the same rate), first of the three, and prints its
+-> ``Producer`` -> Redis -> ``Worker``s in worker processes, at the same rate), the three cases in an order that
+turns with each repeat, and prints its
 table under the backend one: best and median p99 of each case, each run's audit, the best run's stage breakdown.
 
 Every measurement is repeated ``--repeat`` times, alternating ours and the baseline so that a noisy minute
@@ -138,18 +139,22 @@ def _measure(backend: str, size: str, args: argparse.Namespace) -> tuple[Row, li
     for attempt in range(args.repeat if size == "100KB" else 0):
         # Alternated like the throughput runs; each side keeps its run with the lowest p99. Scheduling noise
         # on a shared machine only ever adds latency, so the quietest run is the closest to the code's own.
-        if backend == "redis":  # the whole service path first, then the backend alone, then raw redis-py
-            service_runs.append(service_path.service_latency(service_path.settings_for(
-                args.redis_url, f"{stream}_svc{attempt}", args.rate, args.worker_processes, args.workers),
-                args.latency_seconds))
-        ours_lat = backend_latency(target, frame, args.rate, args.latency_seconds)
-        ours_runs.append(percentiles_ms(after_warmup(ours_lat)))
-        if backend == "redis":
-            base_lat = redis_raw.latency(args.redis_url, f"{stream}_rawlat{attempt}", payload, args.rate,
-                                         args.latency_seconds)
-        else:
-            base_lat = pika_raw.latency(args.amqp_url, bytes(payload), args.rate, args.latency_seconds)
-        base_runs.append(percentiles_ms(after_warmup(base_lat)))
+        # The order turns with each repeat: in pairs of service-path runs the first was the better in 6 of 7.
+        cases = ["service", "ours", "base"] if backend == "redis" else ["ours", "base"]
+        for case in cases[attempt % len(cases):] + cases[:attempt % len(cases)]:
+            if case == "service":
+                service_runs.append(service_path.service_latency(service_path.settings_for(
+                    args.redis_url, f"{stream}_svc{attempt}", args.rate, args.worker_processes, args.workers),
+                    args.latency_seconds))
+            elif case == "ours":
+                ours_runs.append(percentiles_ms(after_warmup(
+                    backend_latency(target, frame, args.rate, args.latency_seconds))))
+            elif backend == "redis":
+                base_runs.append(percentiles_ms(after_warmup(redis_raw.latency(
+                    args.redis_url, f"{stream}_rawlat{attempt}", payload, args.rate, args.latency_seconds))))
+            else:
+                base_runs.append(percentiles_ms(after_warmup(
+                    pika_raw.latency(args.amqp_url, bytes(payload), args.rate, args.latency_seconds))))
         if service_runs:
             run = service_runs[-1]
             run.backend_p50_ms, run.backend_p99_ms = ours_runs[-1]["p50"], ours_runs[-1]["p99"]
