@@ -164,6 +164,8 @@ ROWS: list[tuple[str, tuple[str, ...], dict[str, str], int, str]] = [
     ("bench-amqp-url", ("bench", "--amqp-url", "http://h/"), {}, USAGE, "argument --amqp-url: must start with amqp://"),
     ("bench-wake-latency-negative", ("bench", "--cpu-wake-latency-us", "-1"), {}, USAGE,
      "argument --cpu-wake-latency-us: must not be negative"),
+    ("bench-worker-processes-0", ("bench", "--worker-processes", "0"), {}, USAGE,
+     "argument --worker-processes: must be positive"),
     ("report-range-0s", ("report", "--bench-json", "{tmp}/float.yml", "--out", "{tmp}/r.png", "--range", "0s"),
      {}, USAGE, "argument --range: must be more than 0s"),
     ("report-range-word", ("report", "--bench-json", "{tmp}/float.yml", "--out", "{tmp}/r.png", "--range", "ten"),

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -132,7 +133,7 @@ def test_a_latency_run_whose_producer_died_fails_with_its_exit_code() -> None:
 
 def test_bench_prints_the_table_and_json() -> None:
     result = run("bench", "--scale", "0.02", "--repeat", "1", "--latency-seconds", "0.2", "--json",
-                 "--cpu-wake-latency-us", "0", timeout=300)
+                 "--cpu-wake-latency-us", "0", "--worker-processes", "1", timeout=300)
     assert result.returncode == 0, result.stderr
     data = last_json(result.stdout)
     assert data["cpu_wake_latency_us"] == 0 and "CPU wake-up latency bound: 0 us held" in result.stdout
@@ -142,6 +143,17 @@ def test_bench_prints_the_table_and_json() -> None:
     assert all(row["frames_per_s"] > 0 and row["baseline_frames_per_s"] > 0 for row in rows)  # type: ignore[index,union-attr]
     assert rows[0]["p99_ms"] > 0 and rows[0]["baseline_p99_ms"] > 0  # type: ignore[index]
     assert "ratio" in result.stdout
+    # The service path (source -> Producer -> Redis -> a worker process), alternated with the 100KB latency runs.
+    service: dict[str, Any] = data["service_path"]  # type: ignore[assignment]
+    assert service["layout"]["worker_processes"] == 1 and service["failed_audits"] == 0
+    (run_,) = service["runs"]
+    assert run_["audited"] and run_["lost"] == 0 and run_["published"] == run_["acked"] > 0
+    assert run_["p99_ms"] > 0 and run_["backend_p99_ms"] > 0 and run_["raw_p99_ms"] > 0
+    assert set(service["cases"]) == {"service path", "backend only", "raw redis-py"}
+    # The breakdown adds up both processes: buffer and publish are timed in this one, the rest in the child.
+    timed = {row["stage"]: row["frames"] for row in service["stages"]}
+    assert all(timed[stage] > 0 for stage in ("buffer", "publish", "capture_to_receive", "decode", "handler", "ack"))
+    assert "service path:" in result.stdout and "best service run, by stage:" in result.stdout
 
 
 def test_bench_refuses_a_wake_latency_bound_it_cannot_hold_before_measuring() -> None:

@@ -6,6 +6,11 @@ process publishing one frame at a time, a consumer in this process), and the sam
 the equivalent work (redis-py: pipelined XADD, XREADGROUP + XACK; pika: persistent messages with the same
 confirm window). It also times the codec on a Full HD frame.
 
+For Redis at 100KB each latency repeat also runs the whole service path (``service_path.py``: a synthetic source
+-> ``Producer`` -> Redis -> ``Worker``s in worker processes, at the same rate), the three cases in an order that
+turns with each repeat, and prints its
+table under the backend one: best and median p99 of each case, each run's audit, the best run's stage breakdown.
+
 Every measurement is repeated ``--repeat`` times, alternating ours and the baseline so that a noisy minute
 hits both, and the best run of each side counts: the shortest throughput run, the latency run with the
 lowest p99.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import uuid
 from dataclasses import asdict, dataclass
 
@@ -28,7 +34,7 @@ import numpy as np
 import redis
 
 from frame_buffer.codec import FrameCodec
-from frame_buffer.commands.bench import pika_raw, redis_raw
+from frame_buffer.commands.bench import pika_raw, redis_raw, service_path
 from frame_buffer.commands.bench.harness import (
     GROUP,
     Target,
@@ -87,6 +93,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="length of each latency run")
     parser.add_argument("--repeat", type=integer(1, 100), default=3,
                         help="throughput and latency runs per case, alternated with the baseline; the best counts")
+    parser.add_argument("--worker-processes", type=integer(1, 16), default=2,
+                        help="worker processes of the service-path case (redis, 100KB; 2: one per core)")
+    parser.add_argument("--workers", type=integer(1, 64), default=1,
+                        help="consumer threads in each of those worker processes")
     parser.add_argument("--scale", type=number(0, 100, low_open=True), default=1.0,
                         help="multiply the frame counts (quick runs: 0.1)")
     parser.add_argument("--cpu-wake-latency-us", type=integer(0, NO_BOUND_US),
@@ -104,7 +114,8 @@ def _payload(size: str) -> Frame:
 
 
 # -- the run ------------------------------------------------------------------------------------------------
-def _measure(backend: str, size: str, args: argparse.Namespace) -> Row:
+def _measure(backend: str, size: str, args: argparse.Namespace) -> tuple[Row, list[service_path.ServiceRun]]:
+    """One row of the table; and for Redis at 100KB, the service-path runs alternated with its latency runs."""
     frame = _payload(size)
     count = max(10, int(COUNTS[size] * args.scale))
     stream = f"bench_{uuid.uuid4().hex[:8]}"
@@ -124,24 +135,37 @@ def _measure(backend: str, size: str, args: argparse.Namespace) -> Row:
             base = min(base, pika_raw.throughput(args.amqp_url, bytes(payload), count))
     ours_runs: list[dict[str, float]] = []
     base_runs: list[dict[str, float]] = []
+    service_runs: list[service_path.ServiceRun] = []
     for attempt in range(args.repeat if size == "100KB" else 0):
         # Alternated like the throughput runs; each side keeps its run with the lowest p99. Scheduling noise
         # on a shared machine only ever adds latency, so the quietest run is the closest to the code's own.
-        ours_lat = backend_latency(target, frame, args.rate, args.latency_seconds)
-        ours_runs.append(percentiles_ms(after_warmup(ours_lat)))
-        if backend == "redis":
-            base_lat = redis_raw.latency(args.redis_url, f"{stream}_rawlat{attempt}", payload, args.rate,
-                                         args.latency_seconds)
-        else:
-            base_lat = pika_raw.latency(args.amqp_url, bytes(payload), args.rate, args.latency_seconds)
-        base_runs.append(percentiles_ms(after_warmup(base_lat)))
+        # The order turns with each repeat: in pairs of service-path runs the first was the better in 6 of 7.
+        cases = ["service", "ours", "base"] if backend == "redis" else ["ours", "base"]
+        for case in cases[attempt % len(cases):] + cases[:attempt % len(cases)]:
+            if case == "service":
+                service_runs.append(service_path.service_latency(service_path.settings_for(
+                    args.redis_url, f"{stream}_svc{attempt}", args.rate, args.worker_processes, args.workers),
+                    args.latency_seconds))
+            elif case == "ours":
+                ours_runs.append(percentiles_ms(after_warmup(
+                    backend_latency(target, frame, args.rate, args.latency_seconds))))
+            elif backend == "redis":
+                base_runs.append(percentiles_ms(after_warmup(redis_raw.latency(
+                    args.redis_url, f"{stream}_rawlat{attempt}", payload, args.rate, args.latency_seconds))))
+            else:
+                base_runs.append(percentiles_ms(after_warmup(
+                    pika_raw.latency(args.amqp_url, bytes(payload), args.rate, args.latency_seconds))))
+        if service_runs:
+            run = service_runs[-1]
+            run.backend_p50_ms, run.backend_p99_ms = ours_runs[-1]["p50"], ours_runs[-1]["p99"]
+            run.raw_p50_ms, run.raw_p99_ms = base_runs[-1]["p50"], base_runs[-1]["p99"]
     none = percentiles_ms([])  # sizes without latency runs
     mine = min(ours_runs, key=lambda run: run["p99"], default=none)
     theirs = min(base_runs, key=lambda run: run["p99"], default=none)
     _cleanup(backend, args, stream)
     return Row(size, backend, round(count / ours, 1), round(count * frame.nbytes / ours / 1e6, 1),
                round(count / base, 1), round(base / ours, 2), mine["p50"], mine["p99"], theirs["p50"],
-               theirs["p99"])
+               theirs["p99"]), service_runs
 
 
 def _cleanup(backend: str, args: argparse.Namespace, stream: str) -> None:
@@ -162,11 +186,17 @@ def run(args: argparse.Namespace) -> int:
         except (WakeLatencyUnavailable, ValueError) as exc:
             raise ConfigError(f"--cpu-wake-latency-us: {exc}") from exc
     try:  # the spawned producers run while this process holds the request: it bounds every CPU alike
-        rows = [_measure(backend, size, args) for backend in args.backends for size in args.sizes]
+        measured = [_measure(backend, size, args) for backend in args.backends for size in args.sizes]
         codec = codec_timings()
     finally:
         if wake_latency is not None:
             wake_latency.close()
+    rows = [row for row, _ in measured]
+    service_runs = [run for _, runs in measured for run in runs]
+    service = service_path.summary(service_runs, {
+        "frame": service_path.FRAME_SIZE, "frame_bytes": 184 * 184 * 3, "rate": args.rate,
+        "seconds": args.latency_seconds, "worker_processes": args.worker_processes, "workers": args.workers,
+    }) if service_runs else None
     header = (f"{'size':<12} {'backend':<9} {'frames/s':>9} {'MB/s':>8} {'baseline':>9} {'ratio':>6} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'base p50':>8} {'base p99':>8}")
     print(header)
@@ -180,10 +210,16 @@ def run(args: argparse.Namespace) -> int:
           f"not counted; "
           f"Full HD encode+decode: {codec['fullhd_encode_decode_us_none']} us (no checksum), "
           f"{codec['fullhd_encode_decode_us_xxh3']} us (xxh3)")
+    if service is not None:
+        service_path.print_summary(service, sys.stdout)
     held = "none held" if wake_latency is None else f"{wake_latency.microseconds} us held"
     governor = idle_governor()
     print(f"CPU wake-up latency bound: {held}; cpuidle governor: {governor}")
     if args.json:
-        print(json.dumps({"rows": [asdict(row) for row in rows], "codec": codec,
+        print(json.dumps({"rows": [asdict(row) for row in rows], "codec": codec, "service_path": service,
                           "cpu_wake_latency_us": args.cpu_wake_latency_us, "idle_governor": governor}))
+    if service is not None and service["failed_audits"]:
+        print(f"frame-buffer bench: {service['failed_audits']} service-path run(s) lost or left frames behind "
+              "(see the table)", file=sys.stderr)
+        return 1
     return 0
