@@ -200,6 +200,22 @@ def test_trim_keeps_what_a_group_still_needs(redis_server: RedisServer) -> None:
     assert queue.stats("g").depth == 1
 
 
+def test_backpressure_measures_no_backlog_on_a_stream_not_created_yet(redis_server: RedisServer) -> None:
+    queue = queue_on(redis_server)
+    assert queue._measure_backlog() == (0, False)
+
+
+def test_a_trim_riding_on_a_publish_survives_a_flushed_script_cache(redis_server: RedisServer) -> None:
+    # A server restarted (or SCRIPT FLUSH) forgets the trim script: the publish still succeeds, the trim reloads it.
+    queue = queue_on(redis_server, groups=("g",))
+    queue.publish_many(make_frames(2))
+    queue.ack(queue.consume("g", "c", count=2, block_ms=100))
+    redis.Redis(port=redis_server.port).script_flush()
+    queue._last_trim = 0.0  # due
+    queue.publish_many(make_frames(1))
+    assert queue.stats("g").depth == 1, "the acked entries were trimmed in the publish's round trip"
+
+
 def test_publishing_trims_after_every_few_megabytes_not_only_twice_a_second(redis_server: RedisServer) -> None:
     # Freeing is done inside XTRIM and blocks Redis for about 0.1 ms per MB: trimming by volume keeps it short.
     queue = queue_on(redis_server, groups=("g",))

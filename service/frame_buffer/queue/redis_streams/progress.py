@@ -6,7 +6,6 @@ Trimming is by ``MINID`` at that entry, never by ``MAXLEN``: nothing unacknowled
 
 from __future__ import annotations
 
-from frame_buffer.queue.redis_streams.entries import MAX_ID_PART, id_to_str, parse_id
 from frame_buffer.queue.redis_streams.keys import StreamKeys
 
 #: Publish trims at most this often ...
@@ -34,22 +33,35 @@ def slowest_backlog(keys: StreamKeys) -> int:
     return worst
 
 
-def oldest_needed_id(keys: StreamKeys) -> str | None:
-    """The oldest entry id some group still needs (its oldest pending entry, or the one after its
-    last-delivered id); None when there is no group (frames are kept for the first group to come)."""
-    groups = keys.groups()
-    if not groups:
-        return None  # no stream, or frames are kept for the first group to come
-    needed: list[tuple[int, int]] = []
-    # Asked even when XINFO said nothing is pending: entries may have been acked or delivered since.
-    pipe = keys.client.pipeline(transaction=False)
-    for group in groups:
-        ms, seq = parse_id(id_to_str(group["last-delivered-id"]))
-        # The entry after last-delivered is the first one the group has not seen (none after the largest id).
-        needed.append((ms, seq + 1) if seq < MAX_ID_PART else (ms + 1, 0) if ms < MAX_ID_PART else (ms, seq))
-        pipe.xpending(keys.stream, group["name"])
-    for summary in pipe.execute():
-        if summary["min"] is not None:
-            needed.append(parse_id(id_to_str(summary["min"])))
-    ms, seq = min(needed)
-    return f"{ms}-{seq}"
+#: XTRIM MINID at the oldest entry some group still needs, computed inside Redis: one round trip instead of
+#: three (XINFO GROUPS, XPENDING per group, XTRIM), so that it can ride on a publish's own round trip. Needed
+#: by a group: its oldest pending entry, else the entry after its last-delivered id. Ids are compared as
+#: strings (a Lua number loses digits past 2**53); at a sequence part too long to add 1 exactly the
+#: last-delivered entry is kept too, which costs one entry, never one still needed. No group: nothing is
+#: trimmed (frames are kept for the first group to come). Returns the number of entries trimmed.
+TRIM_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return 0 end
+local function split(id) return string.match(id, '^(%d+)-(%d+)$') end
+local function less(a, b)
+  local am, as = split(a)
+  local bm, bs = split(b)
+  if #am ~= #bm then return #am < #bm end
+  if am ~= bm then return am < bm end
+  if #as ~= #bs then return #as < #bs end
+  return as < bs
+end
+local needed = nil
+for _, group in ipairs(groups) do
+  local fields = {}
+  for i = 1, #group, 2 do fields[group[i]] = group[i + 1] end
+  local ms, seq = split(fields['last-delivered-id'])
+  local candidate = fields['last-delivered-id']
+  if #seq < 15 then candidate = ms .. '-' .. string.format('%.0f', tonumber(seq) + 1) end
+  local pending = redis.call('XPENDING', KEYS[1], fields['name'])
+  if pending[2] and less(pending[2], candidate) then candidate = pending[2] end
+  if needed == nil or less(candidate, needed) then needed = candidate end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', needed)
+"""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -25,7 +27,7 @@ from frame_buffer.queue.redis_streams.claims import Claims
 from frame_buffer.queue.redis_streams.dead_letters import DeadLetterStream
 from frame_buffer.queue.redis_streams.entries import HEADER, PAYLOAD, id_to_str, raw_entry
 from frame_buffer.queue.redis_streams.keys import StreamKeys
-from frame_buffer.queue.redis_streams.progress import TRIM_EVERY_BYTES, TRIM_EVERY_S, oldest_needed_id, slowest_backlog
+from frame_buffer.queue.redis_streams.progress import TRIM_EVERY_BYTES, TRIM_EVERY_S, TRIM_SCRIPT, slowest_backlog
 from frame_buffer.queue.settings import DEFAULT_REDIS_URL
 
 #: Bytes asked of each recv into the reply reader's shared buffer. Measured: 64 KB costs the consumer 10 to 15
@@ -81,39 +83,56 @@ class RedisStreamsQueue(FrameQueue):
         self._groups_ready: set[str] = set()
         self._last_trim = 0.0
         self._bytes_since_trim = 0
+        self._trim_sha = hashlib.sha1(TRIM_SCRIPT.encode()).hexdigest()  # loaded at the first NOSCRIPT
         for group in self.settings.groups:
             self.ensure_group(group)
 
     # -- publishing -------------------------------------------------------------------------------------
     def publish_encoded(self, entries: Sequence[tuple[str, EncodedFrame]]) -> list[str]:
-        """XADD every entry in one pipeline, after waiting for capacity."""
+        """XADD every entry in one round trip, after waiting for capacity; a trim that is due rides along."""
         deadline = time.monotonic() + self.settings.publish_timeout_s
         self._await_capacity(len(entries), deadline)
+        self._bytes_since_trim += sum(encoded.nbytes for _camera, encoded in entries)
         while True:
+            due = self._bytes_since_trim >= TRIM_EVERY_BYTES or time.monotonic() - self._last_trim >= TRIM_EVERY_S
             try:
-                ids = self._keys.call(lambda: self._xadd_all(entries))
+                ids = self._keys.call(lambda trim=due: self._xadd_all(entries, trim))  # type: ignore[misc]
             except redis.exceptions.OutOfMemoryError:
                 # noeviction at maxmemory: free what consumers have acked, then wait for them.
                 self.trim()
                 self._wait_or_timeout(deadline, f"redis at {self.address} is at maxmemory")
                 continue
             self._count_published(len(entries))
-            self._bytes_since_trim += sum(encoded.nbytes for _camera, encoded in entries)
-            if (self._bytes_since_trim >= TRIM_EVERY_BYTES
-                    or time.monotonic() - self._last_trim >= TRIM_EVERY_S):
-                self.trim()
             return ids
 
-    def _xadd_all(self, entries: Sequence[tuple[str, EncodedFrame]]) -> list[str]:
-        if len(entries) == 1:  # one XADD is all or nothing by itself: no MULTI/EXEC around it
+    def _xadd_all(self, entries: Sequence[tuple[str, EncodedFrame]], trim: bool) -> list[str]:
+        if len(entries) == 1 and not trim:  # one XADD is all or nothing by itself: no MULTI/EXEC around it
             encoded = entries[0][1]
             return [id_to_str(self.client.xadd(self._stream, {HEADER: encoded.header, PAYLOAD: encoded.payload}))]
-        # MULTI/EXEC: under OOM the whole batch is refused (EXECABORT), never a prefix of it, so a retry
-        # neither duplicates frames nor reorders a camera.
-        pipe = self.client.pipeline(transaction=True)
+        # MULTI/EXEC for a batch: under OOM the whole batch is refused (EXECABORT), never a prefix of it, so a
+        # retry neither duplicates frames nor reorders a camera. The trim comes after the XADDs, in the same
+        # round trip (in the transaction too: XTRIM is allowed under OOM, and a failed trim fails no XADD).
+        pipe = self.client.pipeline(transaction=len(entries) > 1)
         for _camera, encoded in entries:
             pipe.xadd(self._stream, {HEADER: encoded.header, PAYLOAD: encoded.payload})
-        return [id_to_str(entry_id) for entry_id in pipe.execute()]
+        if trim:
+            pipe.execute_command("EVALSHA", self._trim_sha, 1, self._stream)
+        replies = pipe.execute(raise_on_error=False)
+        if trim:
+            self._trimmed(replies.pop())
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [id_to_str(entry_id) for entry_id in replies]
+
+    def _trimmed(self, reply: object) -> None:
+        """The trim's reply. NOSCRIPT (first use, or a server restarted or flushed since): load it and trim now.
+        Never raises: the XADDs before it are done, and a publish that failed on housekeeping would be
+        retried and written twice; another failure is left to the next trim."""
+        self._last_trim, self._bytes_since_trim = time.monotonic(), 0
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            with contextlib.suppress(redis.RedisError):
+                self._run_trim()
 
     def _measure_backlog(self) -> tuple[int, bool]:
         backlog = self._keys.call(lambda: slowest_backlog(self._keys))
@@ -123,15 +142,17 @@ class RedisStreamsQueue(FrameQueue):
         time.sleep(self.poll_s)
 
     def trim(self) -> None:
-        """Trim entries that every group has acknowledged (XTRIM MINID, never MAXLEN)."""
-        self._last_trim = time.monotonic()
-        self._bytes_since_trim = 0
+        """Trim entries that every group has acknowledged (XTRIM MINID, never MAXLEN; :data:`TRIM_SCRIPT`)."""
+        self._last_trim, self._bytes_since_trim = time.monotonic(), 0
+        with contextlib.suppress(BackendUnavailable):  # housekeeping; the publish path reports an outage itself
+            self._keys.call(self._run_trim)
+
+    def _run_trim(self) -> int:
         try:
-            safe = self._keys.call(lambda: oldest_needed_id(self._keys))
-            if safe is not None:
-                self._keys.call(lambda: self.client.xtrim(self._stream, minid=safe, approximate=False))
-        except BackendUnavailable:
-            pass  # trimming is housekeeping; the publish path reports the outage itself
+            return int(self.client.evalsha(self._trim_sha, 1, self._stream))
+        except redis.exceptions.NoScriptError:
+            self.client.script_load(TRIM_SCRIPT)
+            return int(self.client.evalsha(self._trim_sha, 1, self._stream))
 
     # -- consuming --------------------------------------------------------------------------------------
     def ensure_group(self, group: str) -> None:
