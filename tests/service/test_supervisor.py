@@ -79,14 +79,17 @@ def test_a_crash_loop_is_a_problem(supervisors: MakeSupervisor) -> None:
         deaths.append(1)
         if len(deaths) > CRASH_LOOP_DEATHS:
             stop.wait()
+            return  # ends with the test; a death after it would be logged to a capture already closed
         raise RuntimeError(f"death {len(deaths)}")
 
-    supervisor.spawn("unit-crash-loop", loop, stop)
+    thread = supervisor.spawn("unit-crash-loop", loop, stop)
     wait_until(lambda: supervisor.problems() != [], 10, "the crash loop to show")
     assert supervisor.problems() == [{"thread": "unit-crash-loop",
                                       "why": f"crash loop: died {CRASH_LOOP_DEATHS} times in a row, last: "
                                              f"RuntimeError: death {CRASH_LOOP_DEATHS}"}]
     stop.set()
+    thread.join(10)
+    assert not thread.is_alive()
 
 
 def test_a_loop_without_heartbeat_past_the_limit_is_stalled_and_recovers_when_it_beats(
