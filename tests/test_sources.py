@@ -158,3 +158,9 @@ def test_a_source_iterated_again_goes_on_with_its_numbering() -> None:
     source = SyntheticSource("cam", fps=0, shape=(2, 2, 3), count=10)
     assert [f.seq for f in islice(source, 3)] == [0, 1, 2]
     assert [f.seq for f in source] == list(range(3, 10))
+
+
+def test_a_paced_synthetic_source_stamps_each_frame_when_it_was_due_not_when_it_was_made() -> None:
+    # Stamped on the schedule: a thread that falls behind (a busy interpreter) shows as end-to-end latency.
+    frames = list(SyntheticSource("cam", fps=1000, shape=(2, 2, 3), count=50))
+    assert [f.ts_ns - frames[0].ts_ns for f in frames] == [seq * 1_000_000 for seq in range(50)]

@@ -53,15 +53,20 @@ class SyntheticSource:
         self.next_seq = 0
 
     def __iter__(self) -> Iterator[Frame]:
-        start = time.monotonic()
+        start, start_ns = time.monotonic(), time.time_ns()
         first = self.next_seq
         while (self.count is None or self.next_seq < self.count) and not self.stop.is_set():
             seq = self.next_seq
+            captured_ns = None
             if self.fps > 0:
                 due = start + (seq - first) / self.fps
                 while (delay := due - time.monotonic()) > 0:
                     if self.stop.wait(min(delay, BEAT_EVERY_S)):
                         return
                     self.beat()
+                # Stamped when a camera would have taken it, not when this thread got round to it: a late
+                # thread (a busy interpreter) is latency the buffer adds, and shows as such.
+                captured_ns = start_ns + round((seq - first) * 1e9 / self.fps)
             self.next_seq = seq + 1
-            yield Frame(self.camera, seq, self.phases[seq % PATTERN_PHASES])
+            image = self.phases[seq % PATTERN_PHASES]
+            yield Frame(self.camera, seq, image) if captured_ns is None else Frame(self.camera, seq, image, captured_ns)

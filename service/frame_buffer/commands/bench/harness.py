@@ -23,22 +23,26 @@ GROUP = "bench"
 WARMUP_FRACTION = 10
 
 
-def pace(rate: float, count: int, publish: Callable[[int], object],
+def pace(rate: float, count: int, publish: Callable[[int, int], object],
          sleep: Callable[[float], object] = time.sleep) -> None:
-    """Call ``publish(seq)`` ``count`` times at ``rate`` per second.
+    """Call ``publish(seq, due_ns)`` ``count`` times at ``rate`` per second.
+
+    ``due_ns`` (wall clock) is when the frame was due: every case stamps its frames with it, as a camera
+    stamps capture time, so a sender that falls behind its schedule counts as latency on every side alike
+    (the service path's synthetic source stamps the same way).
 
     Args:
         rate: calls per second.
         count: number of calls.
-        publish: called with the sequence number, 0 to ``count - 1``.
+        publish: called with the sequence number, 0 to ``count - 1``, and the due time.
         sleep: waits between calls; pika's publisher passes its connection's, which keeps serving I/O.
     """
-    start = time.perf_counter()
+    start, start_ns = time.perf_counter(), time.time_ns()
     for seq in range(count):
         delay = start + seq / rate - time.perf_counter()
         if delay > 0:
             sleep(delay)
-        publish(seq)
+        publish(seq, start_ns + round(seq * 1e9 / rate))
 
 
 def start_producer(target: Callable[..., None], *args: Any, **kwargs: Any) -> BaseProcess:
@@ -134,7 +138,7 @@ def backend_latency(target: Target, frame: Frame, rate: float, seconds: float) -
 def _publish_paced(target: Target, data: bytes, rate: float, count: int) -> None:
     """The producer process of :func:`backend_latency`: one ``publish()`` per frame, paced."""
     queue = target.open()
-    pace(rate, count, lambda seq: queue.publish(Frame("bench", seq, data)))
+    pace(rate, count, lambda seq, due_ns: queue.publish(Frame("bench", seq, data, due_ns)))
     queue.close()
 
 

@@ -167,12 +167,12 @@ def latency(url: str, payload: bytes, rate: float, seconds: float, window: int =
 
 
 def _publish_paced(url: str, queue: str, window: int, payload: bytes, *, rate: float, count: int) -> None:
-    """The publisher process of :func:`latency`: the send time in the body's first 8 bytes."""
+    """The publisher process of :func:`latency`: the due time in the body's first 8 bytes."""
     body = bytearray(payload)
     publisher = _Publisher(url, queue, window)
 
-    def publish(_seq: int) -> None:
-        struct.pack_into(">q", body, 0, time.time_ns())
+    def publish(_seq: int, due_ns: int) -> None:
+        struct.pack_into(">q", body, 0, due_ns)
         publisher.publish(bytes(body))
 
     pace(rate, count, publish, sleep=publisher.connection.sleep)

@@ -69,7 +69,7 @@ def latency(url: str, stream: str, payload: bytes | memoryview, rate: float, sec
 
 
 def _publish_paced(url: str, stream: str, payload: bytes, rate: float, count: int) -> None:
-    """The producer process of :func:`latency`: one XADD per frame, the send time in the header."""
+    """The producer process of :func:`latency`: one XADD per frame, its due time in the header."""
     producer = redis.Redis.from_url(url)
-    pace(rate, count, lambda _seq: producer.xadd(stream, {b"h": str(time.time_ns()).encode(), b"p": payload}))
+    pace(rate, count, lambda _seq, due_ns: producer.xadd(stream, {b"h": str(due_ns).encode(), b"p": payload}))
     producer.close()
