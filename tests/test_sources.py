@@ -164,3 +164,4 @@ def test_a_paced_synthetic_source_stamps_each_frame_when_it_was_due_not_when_it_
     # Stamped on the schedule: a thread that falls behind (a busy interpreter) shows as end-to-end latency.
     frames = list(SyntheticSource("cam", fps=1000, shape=(2, 2, 3), count=50))
     assert [f.ts_ns - frames[0].ts_ns for f in frames] == [seq * 1_000_000 for seq in range(50)]
+
