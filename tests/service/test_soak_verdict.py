@@ -1,17 +1,21 @@
-"""The soak's memory verdict rests on a least-squares slope: it must be exact where the answer is known."""
+"""The soak's memory verdict rests on a least-squares slope: it must be exact where the answer is known; and
+the RSS it fits is read per pid."""
 
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from frame_buffer.commands.soak.sampling import rss_mb
 from frame_buffer.commands.soak.verdict import MIN_FIT_SAMPLES, least_squares, slope_check
 
-#: Sample times as soak takes them: increasing, distinct, up to a week of seconds.
-times = st.lists(st.floats(0, 7 * 86_400, allow_nan=False), min_size=2, max_size=200, unique=True).map(sorted)
+#: Sample times as soak records them: increasing, distinct, in tenths of a second, up to a week.
+times = st.lists(st.integers(0, 7 * 864_000), min_size=2, max_size=200, unique=True).map(
+    lambda tenths: [t / 10 for t in sorted(tenths)])
 finite = st.floats(-1e6, 1e6, allow_nan=False)
 
 
@@ -58,3 +62,11 @@ def test_the_slope_check_is_per_hour_and_not_judged_on_too_few_samples() -> None
     assert slope_check("RSS", rows, "mb", 31.0).passed is True
     short = slope_check("RSS", rows[: MIN_FIT_SAMPLES - 1], "mb", 10.0)
     assert short.passed is None and "run longer" in short.note
+
+
+def test_rss_is_read_for_a_pid_and_is_none_for_a_process_that_is_gone() -> None:
+    """A worker process between two incarnations has no /proc entry: its row shows a gap, the soak goes on."""
+    with open("/proc/sys/kernel/pid_max") as limit:
+        beyond = int(limit.read()) + 1
+    assert (rss_mb(os.getpid()) or 0) > 0 and rss_mb() is not None
+    assert rss_mb(beyond) is None
