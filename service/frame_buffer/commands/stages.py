@@ -1,6 +1,7 @@
 """Where the time goes, as ``soak`` and ``demo`` print it at the end (and the bench's service-path case will):
-p50, p99 and mean of each stage of ``frame_queue_stage_seconds``, read from this process's registry between two
-snapshots, so that a run shows its own frames only.
+p50, p99 and mean of each stage of ``frame_queue_stage_seconds`` between two snapshots, so that a run shows its own
+frames only. A snapshot reads this process's registry, or the families it is given: ``soak`` gives
+``Service.metric_families()``, which adds its worker processes' histograms, so their stages count too.
 
 Quantiles come from the histogram's buckets (linear interpolation inside a bucket, as Prometheus's
 ``histogram_quantile`` does), so they are as fine as ``metrics.STAGE_BUCKETS``. ``transit`` (publish returned
@@ -12,11 +13,15 @@ microseconds, and the time on the wire and in the queue).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from prometheus_client.metrics_core import Metric
+
 from frame_buffer import metrics
 
+STAGE_FAMILY = "frame_queue_stage_seconds"
 #: Cumulative bucket counts: (upper bound in seconds, observations at or below it).
 Buckets = list[tuple[float, float]]
 
@@ -33,11 +38,14 @@ class StageSnapshot:
         return self.buckets[-1][1] if self.buckets else 0.0
 
 
-def snapshot() -> dict[str, StageSnapshot]:
-    """Every stage's buckets and sum now."""
+def snapshot(families: Iterable[Metric] | None = None) -> dict[str, StageSnapshot]:
+    """Every stage's buckets and sum now, from ``families`` (default: this process's own histogram)."""
     buckets: dict[str, Buckets] = {stage: [] for stage in metrics.STAGES}
     sums = dict.fromkeys(metrics.STAGES, 0.0)
-    for family in metrics.stage_seconds.collect():
+    chosen = metrics.stage_seconds.collect() if families is None else families
+    for family in chosen:
+        if family.name != STAGE_FAMILY:
+            continue
         for sample in family.samples:
             stage = sample.labels.get("stage", "")
             if stage not in buckets:
@@ -46,7 +54,15 @@ def snapshot() -> dict[str, StageSnapshot]:
                 buckets[stage].append((float(sample.labels["le"]), float(sample.value)))
             elif sample.name.endswith("_sum"):
                 sums[stage] = float(sample.value)
-    return {stage: StageSnapshot(buckets[stage], sums[stage]) for stage in metrics.STAGES}
+    return {stage: StageSnapshot(sorted(buckets[stage]), sums[stage]) for stage in metrics.STAGES}
+
+
+def histogram_buckets(families: Iterable[Metric], name: str) -> Buckets:
+    """Cumulative buckets of the unlabelled histogram ``name`` among ``families`` (empty when absent)."""
+    for family in families:
+        if family.name == name:
+            return sorted((float(s.labels["le"]), float(s.value)) for s in family.samples if s.name.endswith("_bucket"))
+    return []
 
 
 def quantile_ms(before: Buckets, after: Buckets, q: float) -> float:
