@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 from frame_buffer import metrics_merge
+from frame_buffer.commands import stages
 from frame_buffer.commands.bench import service_path
 from frame_buffer.commands.bench.service_path import ServiceRun
 
@@ -42,13 +43,13 @@ def test_no_audited_run_gives_no_figures_rather_than_the_lost_ones() -> None:
     service_path.print_summary(data, io.StringIO())
 
 
-def test_stage_snapshot_reads_merged_families() -> None:
+def test_stages_snapshot_reads_merged_families() -> None:
     text = ('# TYPE frame_queue_stage_seconds histogram\n'
             'frame_queue_stage_seconds_bucket{stage="ack",le="0.001"} 3.0\n'
             'frame_queue_stage_seconds_bucket{stage="ack",le="+Inf"} 4.0\n'
             'frame_queue_stage_seconds_sum{stage="ack"} 0.5\n'
             'frame_queue_stage_seconds_count{stage="ack"} 4.0\n')
     child = metrics_merge.parse(text)
-    snapshot = service_path.stage_snapshot(metrics_merge.add(child, child))
+    snapshot = stages.snapshot(metrics_merge.add(child, child))
     assert snapshot["ack"].buckets == [(0.001, 6.0), (float("inf"), 8.0)] and snapshot["ack"].total_s == 1.0
     assert snapshot["decode"].count == 0

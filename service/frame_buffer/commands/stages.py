@@ -35,7 +35,12 @@ class StageSnapshot:
 
     @property
     def count(self) -> float:
-        return self.buckets[-1][1] if self.buckets else 0.0
+        return observations(self.buckets)
+
+
+def observations(buckets: Buckets) -> float:
+    """How many observations cumulative buckets hold (the +Inf bucket's count)."""
+    return buckets[-1][1] if buckets else 0.0
 
 
 def snapshot(families: Iterable[Metric] | None = None) -> dict[str, StageSnapshot]:
@@ -55,6 +60,12 @@ def snapshot(families: Iterable[Metric] | None = None) -> dict[str, StageSnapsho
             elif sample.name.endswith("_sum"):
                 sums[stage] = float(sample.value)
     return {stage: StageSnapshot(sorted(buckets[stage]), sums[stage]) for stage in metrics.STAGES}
+
+
+def counter_total(families: Iterable[Metric], name: str) -> float:
+    """The sum of counter ``name`` over all its labels (``name`` without ``_total``)."""
+    return sum(float(s.value) for family in families if family.name == name for s in family.samples
+               if s.name == f"{name}_total")
 
 
 def histogram_buckets(families: Iterable[Metric], name: str) -> Buckets:

@@ -24,11 +24,9 @@ from typing import Any, TextIO
 
 import redis
 
-from frame_buffer import metrics
 from frame_buffer.commands import stages
 from frame_buffer.commands.bench.harness import GROUP, WARMUP_FRACTION
 from frame_buffer.config import Settings
-from frame_buffer.metrics_merge import Families
 from frame_buffer.service import Service
 
 #: 184 x 184 RGB: 101,568 bytes, the synthetic source's nearest to the backend case's 100 KB (102,400 bytes).
@@ -104,15 +102,19 @@ def service_latency(settings: Settings, seconds: float) -> ServiceRun:
         client.delete(settings.stream, settings.queue_settings().dead_letter_stream)
         client.close()
     after = workers.metric_families()
-    latency = (_buckets(warm, "frame_queue_end_to_end_latency_seconds"),
-               _buckets(after, "frame_queue_end_to_end_latency_seconds"))
+    latency = (stages.histogram_buckets(warm, "frame_queue_end_to_end_latency_seconds"),
+               stages.histogram_buckets(after, "frame_queue_end_to_end_latency_seconds"))
+
+    def grew(counter: str) -> float:
+        return stages.counter_total(after, counter) - stages.counter_total(before, counter)
+
     return ServiceRun(
         p50_ms=round(stages.quantile_ms(*latency, 0.5), 3), p99_ms=round(stages.quantile_ms(*latency, 0.99), 3),
-        frames=int(_count(latency[1]) - _count(latency[0])),
-        published=int(_total(after, "frame_queue_published_total") - _total(before, "frame_queue_published_total")),
-        acked=int(_total(after, "frame_queue_acked_total") - _total(before, "frame_queue_acked_total")),
-        dropped=int(_total(after, "frame_queue_dropped_total") - _total(before, "frame_queue_dropped_total")),
-        left=left, clean_stop=clean, stages=stages.breakdown(stage_snapshot(warm), stage_snapshot(after)))
+        frames=int(stages.observations(latency[1]) - stages.observations(latency[0])),
+        published=int(grew("frame_queue_published")),
+        acked=int(grew("frame_queue_acked")),
+        dropped=int(grew("frame_queue_dropped")),
+        left=left, clean_stop=clean, stages=stages.breakdown(stages.snapshot(warm), stages.snapshot(after)))
 
 
 def _wait(condition: Any, timeout_s: float, why: Any) -> None:
@@ -127,35 +129,6 @@ def _left(client: redis.Redis, settings: Settings) -> int:
     """Entries of the stream the group has not acked yet (lag + pending)."""
     groups = [g for g in client.xinfo_groups(settings.stream) if g["name"].decode() == GROUP]
     return int(groups[0]["lag"] or 0) + int(groups[0]["pending"]) if groups else 0
-
-
-# -- reading merged families -----------------------------------------------------------------------------
-def _total(families: Families, sample: str) -> float:
-    return sum(s.value for family in families for s in family.samples if s.name == sample)
-
-
-def _buckets(families: Families, name: str, **labels: str) -> stages.Buckets:
-    found = [(float(s.labels["le"]), s.value) for family in families if family.name == name
-             for s in family.samples if s.name == f"{name}_bucket"
-             and all(s.labels.get(key) == value for key, value in labels.items())]
-    return sorted(found)
-
-
-def _count(buckets: stages.Buckets) -> float:
-    return buckets[-1][1] if buckets else 0.0
-
-
-def stage_snapshot(families: Families) -> dict[str, stages.StageSnapshot]:
-    """``stages.snapshot()`` of merged families (this process's and its worker processes'), not the registry.
-
-    Kept here while ``stages.snapshot()`` reads this process's registry only; it can move there when that
-    takes families.
-    """
-    name = "frame_queue_stage_seconds"
-    sums = {s.labels.get("stage"): s.value for family in families if family.name == name
-            for s in family.samples if s.name == f"{name}_sum"}
-    return {stage: stages.StageSnapshot(_buckets(families, name, stage=stage), float(sums.get(stage, 0.0)))
-            for stage in metrics.STAGES}
 
 
 # -- the summary ------------------------------------------------------------------------------------------

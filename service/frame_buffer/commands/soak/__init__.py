@@ -28,7 +28,8 @@ import redis
 from frame_buffer.commands import stages
 from frame_buffer.commands.common import add_queue_options, frame_size, integer, number, settings_from
 from frame_buffer.commands.soak import verdict
-from frame_buffer.commands.soak.sampling import Sampler, counter_total
+from frame_buffer.commands.soak.sampling import Sampler
+from frame_buffer.commands.stages import counter_total
 from frame_buffer.errors import ConfigError
 from frame_buffer.queue import FrameQueue
 from frame_buffer.service import Service

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -38,12 +37,6 @@ def rss_mb(pid: int | None = None) -> float | None:
     return None
 
 
-def counter_total(families: Iterable[Metric], name: str) -> float:
-    """The sum of counter ``name`` over all its labels (``name`` without ``_total``)."""
-    return sum(float(s.value) for family in families if family.name == name for s in family.samples
-               if s.name == f"{name}_total")
-
-
 def redis_used_mb(client: redis.Redis | None) -> float | None:
     """Redis ``used_memory`` in MB; None without Redis or when it does not answer (the row shows a gap)."""
     if client is None:
@@ -62,8 +55,8 @@ class Sampler:
         self.service, self.queue, self.group, self.client = service, queue, group, client
         self.start = self.last_time = time.monotonic()
         self.last_buckets = stages.histogram_buckets(baseline, E2E_FAMILY)
-        self.published0 = counter_total(baseline, "frame_queue_published")
-        self.acked0 = self.last_acked = counter_total(baseline, "frame_queue_acked")
+        self.published0 = stages.counter_total(baseline, "frame_queue_published")
+        self.acked0 = self.last_acked = stages.counter_total(baseline, "frame_queue_acked")
         self.pids: dict[str, int | None] = {}
         self.names = ["parent"] + [state["process"] for state in self._states()]
 
@@ -74,8 +67,8 @@ class Sampler:
         families = self.service.metric_families(refresh=True)
         now = time.monotonic()
         buckets = stages.histogram_buckets(families, E2E_FAMILY)
-        acked = counter_total(families, "frame_queue_acked") - self.acked0
-        frames = (buckets[-1][1] if buckets else 0.0) - (self.last_buckets[-1][1] if self.last_buckets else 0.0)
+        acked = stages.counter_total(families, "frame_queue_acked") - self.acked0
+        frames = stages.observations(buckets) - stages.observations(self.last_buckets)
         pids: dict[str, int | None] = {"parent": os.getpid(), **{s["process"]: s["pid"] for s in self._states()}}
         for name, pid in pids.items():
             if name in self.pids and pid != self.pids[name]:
@@ -91,7 +84,7 @@ class Sampler:
             entries = None
         row = {
             "t": round(now - self.start, 1),
-            "published": int(counter_total(families, "frame_queue_published") - self.published0),
+            "published": int(stages.counter_total(families, "frame_queue_published") - self.published0),
             "acked": int(acked), "fps": round((acked - self.last_acked) / (now - self.last_time), 1),
             "frames": int(frames),
             "p50_ms": round(stages.quantile_ms(self.last_buckets, buckets, 0.5), 2),
