@@ -172,7 +172,7 @@ def _cleanup(backend: str, args: argparse.Namespace, stream: str) -> None:
     """Delete what a run left on the server: the stream (Redis), or the exchanges and queues (RabbitMQ)."""
     if backend == "redis":
         client = redis.Redis.from_url(args.redis_url)
-        client.delete(stream, f"{stream}:dlq")
+        client.delete(stream, QueueSettings(stream=stream).dead_letter_stream)
         client.close()
     else:
         delete_topology(args.amqp_url, QueueSettings(stream=stream), (GROUP,))

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         return _soak(args, service, queue, client, warmup)
     finally:
         if client is not None and args.stream is None:  # its own stream only, never one it was given
-            client.delete(stream, f"{stream}:dlq")
+            client.delete(stream, settings.queue_settings().dead_letter_stream)
         if client is not None:
             client.close()
         queue.close()
