@@ -205,6 +205,13 @@ def test_backpressure_measures_no_backlog_on_a_stream_not_created_yet(redis_serv
     assert queue._measure_backlog() == (0, False)
 
 
+def test_backpressure_on_a_key_of_another_type_is_refused_by_name(redis_server: RedisServer) -> None:
+    queue = queue_on(redis_server, stream="taken")
+    redis.Redis(port=redis_server.port).set("taken", "a string")
+    with pytest.raises(StreamWrongType, match=WRONG_TYPE.format(key="taken", kind="string")):
+        queue._measure_backlog()
+
+
 def test_a_trim_riding_on_a_publish_survives_a_flushed_script_cache(redis_server: RedisServer) -> None:
     # A server restarted (or SCRIPT FLUSH) forgets the trim script: the publish still succeeds, the trim reloads it.
     queue = queue_on(redis_server, groups=("g",))
