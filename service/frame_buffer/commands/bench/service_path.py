@@ -78,6 +78,13 @@ def service_latency(settings: Settings, seconds: float) -> ServiceRun:
     workers = Service(settings.replace(role="workers", sources=()))
     ingest: Service | None = None
     client = redis.Redis.from_url(settings.redis_url)
+    queue = settings.open_queue()
+
+    def left() -> int:
+        """Entries of the stream the group has not acked yet (lag + pending), as the queue counts them."""
+        stats = queue.stats(GROUP)
+        return stats.lag + stats.pending
+
     clean = False
     try:
         workers.start()
@@ -92,13 +99,14 @@ def service_latency(settings: Settings, seconds: float) -> ServiceRun:
         time.sleep(max(0.0, started + seconds - time.monotonic()))
         clean = ingest.stop() == 0
         ingest = None
-        _wait(lambda: _left(client, settings) == 0, DRAIN_TIMEOUT_S,
-              lambda: f"the workers did not drain the stream: {_left(client, settings)} entries left")
+        _wait(lambda: left() == 0, DRAIN_TIMEOUT_S,
+              lambda: f"the workers did not drain the stream: {left()} entries left")
     finally:
         if ingest is not None:
             ingest.stop()
-        left = _left(client, settings)
+        remaining = left()
         clean = workers.stop() == 0 and clean
+        queue.close()
         client.delete(settings.stream, settings.queue_settings().dead_letter_stream)
         client.close()
     after = workers.metric_families()
@@ -114,7 +122,7 @@ def service_latency(settings: Settings, seconds: float) -> ServiceRun:
         published=int(grew("frame_queue_published")),
         acked=int(grew("frame_queue_acked")),
         dropped=int(grew("frame_queue_dropped")),
-        left=left, clean_stop=clean, stages=stages.breakdown(stages.snapshot(warm), stages.snapshot(after)))
+        left=remaining, clean_stop=clean, stages=stages.breakdown(stages.snapshot(warm), stages.snapshot(after)))
 
 
 def _wait(condition: Any, timeout_s: float, why: Any) -> None:
@@ -123,12 +131,6 @@ def _wait(condition: Any, timeout_s: float, why: Any) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"service path: {why()}")
         time.sleep(POLL_S)
-
-
-def _left(client: redis.Redis, settings: Settings) -> int:
-    """Entries of the stream the group has not acked yet (lag + pending)."""
-    groups = [g for g in client.xinfo_groups(settings.stream) if g["name"].decode() == GROUP]
-    return int(groups[0]["lag"] or 0) + int(groups[0]["pending"]) if groups else 0
 
 
 # -- the summary ------------------------------------------------------------------------------------------
