@@ -13,7 +13,6 @@ from frame_buffer.config import Bound, Settings, name_problem, show
 from frame_buffer.errors import EXIT_UNREACHABLE, FrameBufferError
 from frame_buffer.queue.settings import BACKENDS, DEFAULT_AMQP_URL, DEFAULT_REDIS_URL
 from frame_buffer.sources import MAX_SIDE  # loadgen, demo and soak make frames no larger than synthetic sources
-from frame_buffer.start_checks import check_built
 
 #: Labels of settings whose flag is not ``--<name>``.
 _FLAGS = {"sources": "--source"}
@@ -117,7 +116,6 @@ def settings_from(args: argparse.Namespace, **extra: object) -> Settings:
     overrides = {"backend": args.backend, "redis_url": args.redis_url, "amqp_url": args.amqp_url,
                  "stream": args.stream, **extra}
     settings = Settings.load(args.config, overrides=overrides, labels=_FLAGS)
-    check_built(settings)
     return settings
 
 

@@ -35,7 +35,14 @@ log = logging.getLogger("frame_buffer.queue")
 
 
 class QueueError(FrameBufferError):
-    """Base class of the errors a backend raises."""
+    """Base class of the errors a backend raises.
+
+    ``written`` lists the positions in a publish's batch of entries that were stored all the same (a batch over
+    several shard streams is one transaction per shard, so one shard can fail after another stored its part).
+    The caller must not publish those again.
+    """
+
+    written: tuple[int, ...] = ()
 
 
 class BackendUnavailable(QueueError):
@@ -59,9 +66,9 @@ class BackpressureTimeout(QueueError):
     """``publish`` waited ``publish_timeout_s`` for consumers (or server memory) and gave up.
 
     ``written`` lists the positions in the batch of entries that were stored all the same (RabbitMQ confirms
-    each message on its own; Redis and memory write a batch atomically, so for them it is always empty). The
-    caller still owns the other frames and decides what to do (spool, retry, drop); it must not publish the
-    written ones again.
+    each message on its own; one Redis stream and memory write a batch atomically, so for them it is empty).
+    The caller still owns the other frames and decides what to do (spool, retry, drop); it must not publish
+    the written ones again.
     """
 
     def __init__(self, message: str, written: tuple[int, ...] = ()) -> None:
