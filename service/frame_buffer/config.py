@@ -32,6 +32,7 @@ from frame_buffer.checks import (
     name_problem,
     redis_seeds_problem,
     redis_url_problem,
+    server_address,
     show,
     unwrap,
 )
@@ -191,6 +192,15 @@ class Settings(QueueOptions):
     def redis_seeds(self) -> tuple[str, ...]:
         """The Redis URLs to start from: the one server, or every seed node of a cluster."""
         return tuple(self.redis_url.split(",")) if self.redis_mode == "cluster" else (self.redis_url,)
+
+    @property
+    def backend_address(self) -> str:
+        """``host:port`` of the configured backend without credentials (every seed of a cluster, a socket's
+        path, ``memory``), for messages and ``/readyz``."""
+        if self.backend == "memory":
+            return "memory"
+        urls = self.redis_seeds if self.backend == "redis" else (self.amqp_url,)
+        return ",".join(map(server_address, urls))
 
     # -- building blocks ---------------------------------------------------------------------------------
     def queue_settings(self, groups: Sequence[str] | None = None) -> QueueSettings:

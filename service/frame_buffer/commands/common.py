@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import urllib.parse
 from collections.abc import Callable, Sequence
 
 from frame_buffer.config import Bound, Settings, name_problem, show
@@ -123,12 +122,7 @@ def address(settings: Settings) -> str:
     """Where the configured backend is, for messages: ``redis at 127.0.0.1:6379``, without credentials."""
     if settings.backend == "memory":
         return "the in-process memory backend"
-    parts = urllib.parse.urlsplit(settings.redis_url if settings.backend == "redis" else settings.amqp_url)
-    if parts.scheme == "unix":
-        return f"redis at {parts.path}"
-    default = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671}[parts.scheme]
-    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
-    return f"{settings.backend} at {host}:{parts.port or default}"
+    return f"{settings.backend} at {settings.backend_address}"
 
 
 def preflight(settings: Settings, groups: Sequence[str], *, outage_ok: bool) -> None:

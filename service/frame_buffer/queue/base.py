@@ -310,6 +310,10 @@ class FrameQueue(ABC):
     def stats(self, group: str) -> QueueStats:
         """Depth, lag, pending and dead letters as ``group`` sees them."""
 
+    def shard_stats(self, group: str) -> list[QueueStats]:
+        """:meth:`stats` of each shard stream, in shard order; one for a backend without shards."""
+        return [self.stats(group)]
+
     # -- dead letters -----------------------------------------------------------------------------------
     @abstractmethod
     def dead_letters(self, count: int = 100, after: str | None = None) -> list[DeadLetter]:

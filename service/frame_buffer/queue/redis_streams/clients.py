@@ -23,7 +23,7 @@ from redis._parsers.encoders import Encoder
 from redis.cluster import RedisCluster
 from redis.connection import PythonRespSerializer
 
-from frame_buffer.checks import masked_url
+from frame_buffer.checks import masked_url, server_address
 from frame_buffer.queue.base import BackendRefused, BackendUnavailable
 from frame_buffer.queue.redis_reader import FrameRESP2Parser
 
@@ -65,7 +65,7 @@ def cluster_client(seeds: list[str], max_block_ms: int, block_margin_s: float) -
     """
     reasons = []
     for seed in seeds:
-        address = seed.rpartition("@")[2].partition("/")[0].removeprefix("redis://").removeprefix("rediss://")
+        address = server_address(seed)
         try:
             return RedisCluster.from_url(seed, connection_class=FrameConnection,
                                          **_timeouts(max_block_ms, block_margin_s))

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from frame_buffer.checks import server_address
 from frame_buffer.codec import EncodedFrame, FrameCodec
 from frame_buffer.queue.base import DeadLetter, Delivery, FrameQueue, QueueError, QueueSettings, QueueStats, RawEntry
 from frame_buffer.queue.redis_streams.clients import Routing, cluster_client, standalone_client
@@ -79,8 +80,7 @@ class ShardedStreamsQueue(FrameQueue):
         self.poll_s = poll_s
         client: Any = (cluster_client(seeds, max_block_ms, block_margin_s) if cluster
                        else standalone_client(self.url, max_block_ms, block_margin_s))
-        address = ",".join(seed.rpartition("@")[2].partition("/")[0] for seed in seeds) if cluster \
-            else standalone_address(client)
+        address = ",".join(map(server_address, seeds)) if cluster else standalone_address(client)
         self.routing = Routing(client, address)
         self.client = client
         self.shards: list[RedisStreamsQueue] = []
