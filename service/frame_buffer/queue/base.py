@@ -315,6 +315,11 @@ class FrameQueue(ABC):
         return [self.stats(group)]
 
     # -- dead letters -----------------------------------------------------------------------------------
+    @property
+    def dead_letter_name(self) -> str:
+        """Where the dead letters are, for messages: the dead-letter queue's name, or its shards' pattern."""
+        return self.settings.dead_letter_stream
+
     @abstractmethod
     def dead_letters(self, count: int = 100, after: str | None = None) -> list[DeadLetter]:
         """List up to ``count`` dead letters, oldest first, starting after id ``after``."""

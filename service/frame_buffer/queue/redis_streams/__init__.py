@@ -30,4 +30,8 @@ from frame_buffer.queue.redis_streams.clients import SOCKET_READ_SIZE
 from frame_buffer.queue.redis_streams.queue import RedisStreamsQueue, ReplicaShortfall
 from frame_buffer.queue.redis_streams.sharded import ShardedStreamsQueue
 
-__all__ = ["SOCKET_READ_SIZE", "RedisStreamsQueue", "ReplicaShortfall", "ShardedStreamsQueue", "masked_url"]
+#: Either Redis queue: both have ``key_names``, ``existing_keys``, ``delete_keys`` and ``used_memory_bytes``.
+RedisQueue = RedisStreamsQueue | ShardedStreamsQueue
+
+__all__ = ["SOCKET_READ_SIZE", "RedisQueue", "RedisStreamsQueue", "ReplicaShortfall", "ShardedStreamsQueue",
+           "masked_url"]

@@ -272,6 +272,29 @@ class RedisStreamsQueue(FrameQueue):
 
         return self._keys.call(read)
 
+    # -- the keys themselves ------------------------------------------------------------------------------
+    def key_names(self) -> list[str]:
+        """The stream and its dead-letter stream."""
+        return [self._stream, self._keys.dlq]
+
+    def existing_keys(self) -> set[str]:
+        """Which of :meth:`key_names` exist (a command deletes at the end only what it made)."""
+        return {key for key in self.key_names() if self._keys.call(lambda k=key: self.client.exists(k))}  # type: ignore[misc]
+
+    def delete_keys(self) -> int:
+        """DEL the stream and its dead letters, with every group and entry: for a command's own stream."""
+        return sum(int(self._keys.call(lambda k=key: self.client.delete(k))) for key in self.key_names())  # type: ignore[misc]
+
+    def used_memory_bytes(self) -> int:
+        """The server's ``used_memory`` (every master's, summed, in a cluster)."""
+        def read() -> int:
+            if self._routing.cluster:
+                info = self.client.info("memory", target_nodes=self.client.PRIMARIES)
+                return sum(int(node["used_memory"]) for node in info.values())
+            return int(self.client.info("memory")["used_memory"])
+
+        return self._keys.call(read)
+
     # -- dead letters -----------------------------------------------------------------------------------
     def dead_letters(self, count: int = 100, after: str | None = None) -> list[DeadLetter]:
         """XRANGE over the dead-letter stream."""

@@ -206,7 +206,29 @@ class ShardedStreamsQueue(FrameQueue):
         return QueueStats(sum(s.depth for s in each), sum(s.lag for s in each), sum(s.pending for s in each),
                           max(s.oldest_pending_ms for s in each), sum(s.dead_letters for s in each))
 
+    # -- the keys themselves ------------------------------------------------------------------------------
+    def key_names(self) -> list[str]:
+        """Every shard's stream and dead-letter stream."""
+        return [key for shard in self.shards for key in shard.key_names()]
+
+    def existing_keys(self) -> set[str]:
+        """Which of :meth:`key_names` exist."""
+        return set().union(*(shard.existing_keys() for shard in self.shards))
+
+    def delete_keys(self) -> int:
+        """DEL every shard's keys."""
+        return sum(shard.delete_keys() for shard in self.shards)
+
+    def used_memory_bytes(self) -> int:
+        """``used_memory`` of the server, or of every master summed."""
+        return self.shards[0].used_memory_bytes()
+
     # -- dead letters -----------------------------------------------------------------------------------
+    @property
+    def dead_letter_name(self) -> str:
+        """``<stream>:{<tag>}:dlq`` of every shard."""
+        return f"{self.settings.stream}:{{<tag>}}:dlq ({len(self.shards)} shard(s))"
+
     def dead_letters(self, count: int = 100, after: str | None = None) -> list[DeadLetter]:
         """Every shard's dead letters merged by id (milliseconds, sequence, then shard), ``<shard>/<id>``."""
         start: tuple[int, int, int] | None = None
