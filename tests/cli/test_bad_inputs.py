@@ -285,8 +285,9 @@ ROWS: list[tuple[str, tuple[str, ...], dict[str, str], int, str]] = [
     # -- issue 16: Redis Cluster settings (checked now; cluster mode and shards refused until built) ------------
     ("env-redis-mode-sentinel", ("consume",), {"FRAME_BUFFER_REDIS_MODE": "sentinel"}, CONFIG,
      "FRAME_BUFFER_REDIS_MODE: must be one of standalone, cluster, got 'sentinel'"),
-    ("env-redis-mode-cluster-on-standalone", ("loadgen", "--stream", "{stream}"), {"FRAME_BUFFER_REDIS_MODE": "cluster"},
-     CONFIG, "redis at 127.0.0.1:6379 (redis://127.0.0.1:6379/0) is not a Redis Cluster node"),
+    ("env-redis-mode-cluster-on-standalone", ("loadgen", "--stream", "{stream}"),
+     {"FRAME_BUFFER_REDIS_MODE": "cluster"}, CONFIG,
+     "redis at 127.0.0.1:6379 (redis://127.0.0.1:6379/0) is not a Redis Cluster node"),
     ("run-redis-mode-cluster-on-standalone", ("run", "--no-sources", "--http-port", "0", "--stream", "{stream}"),
      {"FRAME_BUFFER_REDIS_MODE": "cluster"}, CONFIG, "is not a Redis Cluster node: set FRAME_BUFFER_REDIS_MODE"),
     ("demo-redis-mode-cluster-on-standalone", ("demo", "--duration", "0.5"), {"FRAME_BUFFER_REDIS_MODE": "cluster"},

@@ -268,6 +268,15 @@ def test_stats_count_lag_pending_and_oldest_pending(make_queue: QueueFactory) ->
     assert (stats.depth, stats.lag, stats.pending) == (6, 6, 0)
 
 
+def test_shard_stats_add_up_to_the_stats_and_dead_letters_are_named(make_queue: QueueFactory) -> None:
+    queue = make_queue(groups=("g",))
+    queue.publish_many(make_frames(12, cameras=6))
+    queue.dead_letter(drain(queue, "g", "c", 12)[0], "handler_error")
+    each, total = queue.shard_stats("g"), queue.stats("g")
+    assert sum(s.depth for s in each) == total.depth and sum(s.dead_letters for s in each) == total.dead_letters == 1
+    assert queue.settings.stream in queue.dead_letter_name
+
+
 def test_empty_publish_and_empty_consume(make_queue: QueueFactory) -> None:
     queue = make_queue(groups=("g",))
     assert queue.publish_many([]) == []

@@ -32,6 +32,10 @@ from frame_buffer.queue.redis_reader import FrameRESP2Parser
 SOCKET_READ_SIZE = 1024 * 1024
 
 
+#: What a seed's refusal of the credentials says (redis-py keeps the reply's text, not always its code).
+_REFUSED = ("WRONGPASS", "NOAUTH", "NOPERM", "invalid username-password", "Authentication required")
+
+
 def _packer() -> PythonRespSerializer:
     return PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode)  # type: ignore[no-untyped-call]
 
@@ -74,7 +78,7 @@ def cluster_client(seeds: list[str], max_block_ms: int, block_margin_s: float) -
             if "Cluster mode is not enabled" in reason:
                 raise BackendRefused(f"redis at {address} ({masked_url(seed)}) is not a Redis Cluster node: set "
                                      "FRAME_BUFFER_REDIS_MODE=standalone, or list cluster nodes") from None
-            if any(code in reason for code in ("WRONGPASS", "NOAUTH", "NOPERM", "invalid username-password")):
+            if any(code in reason for code in _REFUSED):
                 raise BackendRefused(f"redis at {address} refused {masked_url(seed)}: {reason} "
                                      "(check the user, password and ACL)") from None
             reasons.append(f"{address}: {reason}")
@@ -102,11 +106,7 @@ class Routing:
 
     def where(self, key: str) -> str:
         """The address that serves ``key``, for messages."""
-        if not self.cluster:
-            return self.address
-        with contextlib.suppress(Exception):  # the slot map may be incomplete during a failover
-            return str(self.client.get_node_from_key(key).name)
-        return self.address
+        return str(self.client.get_node_from_key(key).name) if self.cluster else self.address
 
     def refresh(self) -> None:
         """Re-read the slot map (after MOVED or a failed node); a failure is left to the next attempt."""

@@ -29,6 +29,10 @@ from frame_buffer.queue.redis_streams.keys import StreamKeys, standalone_address
 from frame_buffer.queue.redis_streams.progress import TRIM_EVERY_BYTES, TRIM_EVERY_S, TRIM_SCRIPT, slowest_backlog
 from frame_buffer.queue.settings import DEFAULT_REDIS_URL
 
+#: Attempts of a publish that meets MOVED (nothing written) before it is a failure: a slot map read again after
+#: the first MOVED is right unless the slot moved once more meanwhile.
+_MOVED_RETRIES = 3
+
 
 class ReplicaShortfall(BackendUnavailable):
     """Fewer replicas than ``FRAME_BUFFER_REDIS_REPLICA_ACKS`` acknowledged a publish in time (``WAIT``)."""
@@ -123,23 +127,19 @@ class RedisStreamsQueue(FrameQueue):
         # round trip (in the transaction too: XTRIM is allowed under OOM, and a failed trim fails no XADD).
         # WAIT follows EXEC on the same connection (it counts that connection's writes); see clients.py for
         # why this is the shard master's own client and not redis-py's cluster transaction.
-        pipe = self._routing.writer(self._stream).pipeline(transaction=False)
-        pipe.execute_command("MULTI")
-        for _camera, encoded in entries:
-            pipe.xadd(self._stream, {HEADER: encoded.header, PAYLOAD: encoded.payload})
-        if trim:
-            pipe.execute_command("EVALSHA", self._trim_sha, 1, self._stream)
-        pipe.execute_command("EXEC")
-        if self.replica_acks:
-            pipe.execute_command("WAIT", self.replica_acks, self.replica_timeout_ms)
-        replies = pipe.execute(raise_on_error=False)
-        acked = replies.pop() if self.replica_acks else None
-        executed = replies[-1]
-        if not isinstance(executed, list):  # EXECABORT: a command was refused when queued (OOM, MOVED, ...)
+        attempt = 1
+        while True:
+            replies = self._send(entries, trim)
+            acked = replies.pop() if self.replica_acks else None
+            executed = replies[-1]
+            if isinstance(executed, list):
+                break
+            # EXECABORT: a command was refused when queued (OOM, MOVED, ...), and nothing was written.
             refused = next((r for r in replies if isinstance(r, Exception)), executed)
-            if isinstance(refused, (redis.exceptions.MovedError, redis.exceptions.AskError)):
-                self._routing.refresh()  # nothing was written: the next attempt goes to the new master
-            raise refused
+            if not isinstance(refused, redis.exceptions.MovedError) or attempt == _MOVED_RETRIES:
+                raise refused
+            attempt += 1
+            self._routing.refresh()  # the slot moved (a failover, a resharding): ask its new master
         if trim:
             self._trimmed(executed.pop())
         for reply in executed:
@@ -152,6 +152,23 @@ class RedisStreamsQueue(FrameQueue):
                 f"redis at {self._routing.where(self._stream)}: {acked} of {self.replica_acks} replica(s) "
                 f"acknowledged the publish within {self.replica_timeout_ms} ms")
         return [id_to_str(entry_id) for entry_id in executed]
+
+    def _send(self, entries: Sequence[tuple[str, EncodedFrame]], trim: bool) -> list[Any]:
+        """MULTI, the XADDs, the trim if due, EXEC and WAIT if asked, in one round trip on the shard's master."""
+        pipe = self._routing.writer(self._stream).pipeline(transaction=False)
+        pipe.execute_command("MULTI")
+        for _camera, encoded in entries:
+            pipe.xadd(self._stream, {HEADER: encoded.header, PAYLOAD: encoded.payload})
+        if trim:
+            pipe.execute_command("EVALSHA", self._trim_sha, 1, self._stream)
+        pipe.execute_command("EXEC")
+        if self.replica_acks:
+            pipe.execute_command("WAIT", self.replica_acks, self.replica_timeout_ms)
+        try:
+            return list(pipe.execute(raise_on_error=False))
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._routing.refresh()  # the master may be gone: the next attempt asks the slot map again
+            raise
 
     def _trimmed(self, reply: object) -> None:
         """The trim's reply. NOSCRIPT (first use, or a server restarted or flushed since): load it and trim now.

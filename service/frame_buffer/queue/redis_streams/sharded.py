@@ -283,4 +283,6 @@ class ShardedStreamsQueue(FrameQueue):
                 with contextlib.suppress(Exception):  # best effort: a crash would leave them pending too
                     self.shards[index].give_back(group, consumer, [entry.id for entry in batch])
         self._readers.clear()
+        for shard in self.shards:
+            shard.close()  # theirs is the shared client: closed once, here
         self.client.close()
