@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import strategies as st
 
 from frame_buffer.frame import Frame
 from frame_buffer.queue import BackendUnavailable, QueueSettings, StreamWrongType
@@ -178,7 +180,8 @@ def test_ids_of_this_queue_split_into_shard_and_entry(text: str) -> None:
     assert split_id(text) == (int(shard), entry_id)
 
 
-@pytest.mark.parametrize("text", ["", "5-0", "/5-0", "a/5-0", "-1/5-0", "12345/5-0", "1/", "1/x", "1/5-0/2", None, 7])
+@pytest.mark.parametrize("text", ["", "5-0", "/5-0", "a/5-0", "-1/5-0", "12345/5-0", "1/", "1/x", "1/5-0/2", "\u0661/5-0",
+                                  None, 7])
 def test_other_ids_do_not_split(text: object) -> None:
     assert split_id(text) is None  # type: ignore[arg-type]
 
@@ -216,3 +219,16 @@ def test_readers_whose_block_ends_empty_read_again_while_the_consumer_waits(tmp_
     finally:
         admin.close()
         server.stop()
+
+
+@given(shard=st.integers(0, 1023), ms=st.integers(0, 2**64 - 1), seq=st.integers(0, 2**64 - 1))
+def test_every_id_this_queue_makes_splits_back(shard: int, ms: int, seq: int) -> None:
+    assert split_id(f"{shard}/{ms}-{seq}") == (shard, f"{ms}-{seq}")
+
+
+@given(st.text())
+def test_splitting_any_text_never_raises_and_only_ids_split(text: str) -> None:
+    found = split_id(text)
+    if found is not None:
+        shard, entry_id = text.split("/", 1)
+        assert shard.isascii() and int(shard) == found[0] < 10_000 and entry_id == found[1]

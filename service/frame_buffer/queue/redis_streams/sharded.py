@@ -30,7 +30,7 @@ from frame_buffer.queue.redis_streams.shards import ShardLayout
 def split_id(tagged: str) -> tuple[int, str] | None:
     """``(shard, entry id)`` of an id of this queue (``<shard>/<id>``), None for anything else (from outside)."""
     shard, sep, entry_id = tagged.partition("/") if isinstance(tagged, str) else ("", "", "")
-    if not sep or not shard.isdigit() or len(shard) > 4 or not valid_id(entry_id):
+    if not sep or not (shard.isascii() and shard.isdigit()) or len(shard) > 4 or not valid_id(entry_id):
         return None
     return int(shard), entry_id
 
