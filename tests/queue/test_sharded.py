@@ -180,8 +180,8 @@ def test_ids_of_this_queue_split_into_shard_and_entry(text: str) -> None:
     assert split_id(text) == (int(shard), entry_id)
 
 
-@pytest.mark.parametrize("text", ["", "5-0", "/5-0", "a/5-0", "-1/5-0", "12345/5-0", "1/", "1/x", "1/5-0/2", "\u0661/5-0",
-                                  None, 7])
+@pytest.mark.parametrize("text", ["", "5-0", "/5-0", "a/5-0", "-1/5-0", "12345/5-0", "1/", "1/x", "1/5-0/2",
+                                  "\u0661/5-0", None, 7])
 def test_other_ids_do_not_split(text: object) -> None:
     assert split_id(text) is None  # type: ignore[arg-type]
 
