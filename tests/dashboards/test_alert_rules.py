@@ -23,6 +23,10 @@ REQUIRED = {
     "DeadLettersGrowing",
     "BreakerOpen",
     "PendingEntriesStuck",
+    "RedisClusterStateNotOk",
+    "RedisClusterSlotsUncovered",
+    "RedisMasterWithoutReplica",
+    "ShardBacklogGrowing",
 }
 
 
