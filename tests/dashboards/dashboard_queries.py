@@ -166,6 +166,11 @@ def rule_files() -> list[Path]:
     return sorted((DASHBOARDS / "alerts").glob("*.yml"))
 
 
+def rules_in(path: Path) -> list[dict[str, Any]]:
+    """The alerting rules of one rule file."""
+    return [rule for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"] if "alert" in rule]
+
+
 def alert_rules(cluster: bool | None = None) -> list[dict[str, Any]]:
     """Every alerting rule of every rule file; ``cluster`` True or False: only those of :data:`CLUSTER_RULES`,
     or only the others."""
@@ -173,9 +178,7 @@ def alert_rules(cluster: bool | None = None) -> list[dict[str, Any]]:
         rule
         for path in rule_files()
         if cluster is None or (path.name == CLUSTER_RULES) == cluster
-        for group in yaml.safe_load(path.read_text())["groups"]
-        for rule in group["rules"]
-        if "alert" in rule
+        for rule in rules_in(path)
     ]
 
 
