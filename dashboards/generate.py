@@ -98,15 +98,19 @@ def panel(
     }
 
 
-def row(title: str) -> Panel:
-    """A row header; the panels after it belong to it."""
-    return {
+def row(title: str, repeat: str | None = None) -> Panel:
+    """A row header; the panels after it belong to it. ``repeat``: a multi-value variable, the row and its
+    panels are drawn once per selected value (each panel's ``$<repeat>`` is that one value)."""
+    header: Panel = {
         "type": "row",
         "title": title,
         "collapsed": False,
         "gridPos": {"h": 1, "w": 24, "x": 0, "y": 0},
         "panels": [],
     }
+    if repeat:
+        header["repeat"] = repeat
+    return header
 
 
 def layout(panels: list[Panel]) -> list[Panel]:
@@ -162,7 +166,7 @@ def templating() -> dict[str, Any]:
             datasource,
             query_variable("camera", "Camera", "label_values(frame_queue_published_total, camera)"),
             query_variable("group", "Consumer group", "label_values(frame_queue_consumer_lag, group)"),
-            query_variable("redis", "Redis", "label_values(redis_up, instance)"),
+            query_variable("redis", "Redis node", "label_values(redis_up, instance)"),
             query_variable("stream", "Stream", 'label_values(redis_stream_length{instance=~"$redis"}, stream)'),
         ]
     }
@@ -196,7 +200,30 @@ AOF_MAPPINGS = [
         },
     }
 ]
+CLUSTER_STATE_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "fail", "color": "red", "index": 0},
+            "1": {"text": "ok", "color": "green", "index": 1},
+        },
+    }
+]
+ROLE_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "replica", "color": "blue", "index": 0},
+            "1": {"text": "master", "color": "green", "index": 1},
+        },
+    }
+]
 LATENCY_THRESHOLDS: list[tuple[str, float | None]] = [("green", None), ("red", LATENCY_TARGET_S)]
+#: Hash slots of a Redis Cluster: all of them must be served for cluster_state ok.
+CLUSTER_SLOTS = 16384
+#: The row of the panels that only a Redis Cluster fills (a standalone Redis exports no cluster metrics);
+#: tests/dashboards runs them against a real cluster, the other panels against the standalone stack.
+CLUSTER_ROW = "Redis Cluster"
 
 
 def frame_queue_panels() -> list[Panel]:
@@ -297,6 +324,7 @@ def frame_queue_panels() -> list[Panel]:
             thresholds=[("green", None), ("red", 120)],
             threshold_line=True,
         ),
+        *shard_panels(),
         row("Latency"),
         panel(
             "End-to-end latency (capture to handler)",
@@ -450,6 +478,153 @@ def frame_queue_panels() -> list[Panel]:
             description="Must stay 0: Redis runs with maxmemory-policy noeviction.",
             thresholds=[("green", None), ("red", 1)],
             threshold_line=True,
+        ),
+        *cluster_panels(),
+        *node_panels(),
+    ]
+
+
+def shard_panels() -> list[Panel]:
+    """The backlog of each shard stream (``shard`` "0" to N-1; "0" alone with one standalone stream)."""
+    return [
+        row("Backlog by shard"),
+        panel(
+            "Backlog by shard",
+            [(Q.shard_backlog(), "{{group}} shard {{shard}}")],
+            width=6,
+            description="Entries of each shard the group has not acknowledged: lag plus pending. One shard "
+            "growing while the others do not: its master is slow or failing, or its consumers are stuck.",
+        ),
+        panel("Consumer lag by shard", [(Q.by_shard("frame_queue_consumer_lag"), "{{group}} shard {{shard}}")],
+              width=6),
+        panel("Pending by shard", [(Q.by_shard("frame_queue_pending"), "{{group}} shard {{shard}}")], width=6),
+        panel("Stream length by shard", [(Q.shard_depth(), "shard {{shard}}")], width=6),
+    ]
+
+
+def cluster_panels() -> list[Panel]:
+    """A Redis Cluster seen through every node (redis_exporter scrapes each: docs/deploy.md)."""
+    return [
+        row(CLUSTER_ROW),
+        panel(
+            "Cluster state",
+            [(Q.cluster_worst("redis_cluster_state"), "state")],
+            kind="stat",
+            width=4,
+            height=4,
+            mappings=CLUSTER_STATE_MAPPINGS,
+            thresholds=[("red", None), ("green", 1)],
+            description="The worst cluster_state any node reports: a node that says fail refuses its clients.",
+        ),
+        panel(
+            "Slots covered",
+            [(Q.cluster_worst("redis_cluster_slots_ok"), "slots ok")],
+            kind="stat",
+            width=4,
+            height=4,
+            thresholds=[("red", None), ("green", CLUSTER_SLOTS)],
+            description=f"Slots served by a master no node sees failing, at worst; {CLUSTER_SLOTS} when all are.",
+        ),
+        panel(
+            "Masters without replica",
+            [(Q.masters_without_replica(), "masters")],
+            kind="stat",
+            width=4,
+            height=4,
+            thresholds=[("green", None), ("red", 1)],
+            description="A master without a replica loses its slots if it fails: no failover is possible.",
+        ),
+        panel(
+            "Nodes",
+            [
+                (Q.nodes_up(), "up"),
+                (Q.cluster_worst("redis_cluster_known_nodes"), "known"),
+                (Q.cluster_most("redis_cluster_size"), "masters with slots"),
+            ],
+            kind="stat",
+            width=6,
+            height=4,
+            description="Nodes the exporter reaches, nodes the cluster knows (fewest of any node's view), "
+            "masters serving slots.",
+        ),
+        panel(
+            "Role changes in range",
+            [(Q.failovers("$__range"), "changes")],
+            kind="stat",
+            width=6,
+            height=4,
+            thresholds=[("green", None), ("orange", 1)],
+            description="Master/replica switches of all nodes in the time range: a failover promotes a replica "
+            "(one change), the failed master rejoining as a replica is another.",
+        ),
+        panel(
+            "Slots",
+            [
+                (Q.cluster_worst("redis_cluster_slots_ok"), "ok"),
+                (Q.cluster_worst("redis_cluster_slots_assigned"), "assigned"),
+                (Q.cluster_most("redis_cluster_slots_pfail"), "pfail"),
+                (Q.cluster_most("redis_cluster_slots_fail"), "fail"),
+            ],
+            description="ok and assigned: the fewest any node sees; pfail (a node suspects their master) and "
+            "fail (the cluster agrees it failed): the most.",
+        ),
+        panel(
+            "Cluster state by node",
+            [(Q.redis("redis_cluster_state"), "{{instance}}")],
+            kind="state-timeline",
+            mappings=CLUSTER_STATE_MAPPINGS,
+            thresholds=[("red", None), ("green", 1)],
+        ),
+        panel(
+            "Role by node",
+            [(Q.redis_role(), "{{instance}}")],
+            kind="state-timeline",
+            mappings=ROLE_MAPPINGS,
+            thresholds=[("blue", None), ("green", 1)],
+            description="Failovers over time: a replica turning master, the old master coming back as a replica.",
+        ),
+        panel(
+            "Role changes",
+            [(Q.role_changes(), "{{instance}}")],
+            description="Master/replica switches of each node per rate window.",
+        ),
+        panel(
+            "Replicas per master",
+            [(Q.cluster_masters("redis_connected_slaves"), "{{instance}}")],
+            thresholds=[("red", None), ("green", 1)],
+            threshold_line=True,
+        ),
+        panel(
+            "Streams per node",
+            [(Q.streams_per_node(), "{{instance}}")],
+            description="Shard and dead-letter streams each master holds (a replica reports none): where the "
+            "shards live, and where they move in a failover.",
+        ),
+    ]
+
+
+def node_panels() -> list[Panel]:
+    """One row per Redis node (the ``redis`` variable): memory, ops/s, clients, role."""
+    return [
+        row("Node $redis", repeat="redis"),
+        panel(
+            "Memory",
+            [
+                (Q.redis("redis_memory_used_bytes"), "used {{instance}}"),
+                (Q.redis("redis_memory_max_bytes"), "maxmemory {{instance}}"),
+            ],
+            unit="bytes",
+            width=6,
+        ),
+        panel("Ops/s", [(Q.redis_rate("redis_commands_processed_total"), "{{instance}}")], unit="ops", width=6),
+        panel("Connected clients", [(Q.redis("redis_connected_clients"), "{{instance}}")], width=6),
+        panel(
+            "Role",
+            [(Q.redis_role(), "{{instance}}")],
+            kind="state-timeline",
+            width=6,
+            mappings=ROLE_MAPPINGS,
+            thresholds=[("blue", None), ("green", 1)],
         ),
     ]
 

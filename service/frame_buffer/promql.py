@@ -168,3 +168,71 @@ class Queries:
         """Stream time between the newest entry and the group's last delivered one (ids are milliseconds)."""
         return (f"({self.stream('redis_stream_last_generated_id')} - on (instance, db, stream) group_right "
                 f"{self.stream('redis_stream_group_last_delivered_id')}) / 1000")
+
+    # -- Redis Cluster (redis_exporter, one target per node: instance is the node) ---------------------------
+    def _where(self, metric: str, fixed: Mapping[str, str], *labels: str) -> str:
+        """``metric{label="value", ..., <the filters of labels>}``: fixed matchers first, then the filters."""
+        matchers = [f'{label}="{value}"' for label, value in fixed.items()]
+        matchers += [f'{label}=~"{self.filters[label]}"' for label in labels if label in self.filters]
+        return f"{metric}{{{', '.join(matchers)}}}"
+
+    def cluster_worst(self, metric: str) -> str:
+        """The lowest value any node reports of a cluster-wide gauge (``redis_cluster_state``, slots ok): each
+        node has its own view of the cluster, and the worst one is what a client of that node gets."""
+        return f"min({self.redis(metric)})"
+
+    def cluster_most(self, metric: str) -> str:
+        """The highest value any node reports (slots in ``pfail`` or ``fail``, masters serving slots)."""
+        return f"max({self.redis(metric)})"
+
+    def _cluster_masters(self) -> str:
+        return self._where("redis_instance_info", {"role": "master", "redis_mode": "cluster"}, "instance")
+
+    def cluster_masters(self, metric: str) -> str:
+        """A per-node gauge (``redis_connected_slaves``), on the masters of a Redis Cluster only: a standalone
+        Redis is a master without replicas by design."""
+        return f"{self.redis(metric)} and on (instance) {self._cluster_masters()}"
+
+    def masters_without_replica(self) -> str:
+        """Masters of the cluster with no replica connected: 0 on a healthy cluster (a number, not no data)."""
+        replicas = self.redis("redis_connected_slaves")
+        return f"sum(({replicas} == bool 0) and on (instance) {self._cluster_masters()})"
+
+    def redis_role(self) -> str:
+        """1 while a node is a master, 0 while it is a replica (the ``role`` label of ``redis_instance_info``)."""
+        master = self._where("redis_instance_info", {"role": "master"}, "instance")
+        replica = self._where("redis_instance_info", {"role": "slave"}, "instance")
+        return f"max by (instance) ({master}) or (max by (instance) ({replica}) * 0)"
+
+    def role_changes(self, window: str | None = None) -> str:
+        """Master/replica switches of each node in ``window`` (default: the rate window): failovers, and a
+        failed master coming back as a replica."""
+        return f"sum by (instance) (changes(({self.redis_role()})[{window or self.window}:]))"
+
+    def streams_per_node(self) -> str:
+        """The shard streams (and dead-letter streams) each node holds: where the shards live, and how they
+        move in a failover (from the exporter's stream checks; a replica reports none)."""
+        return f"count by (instance) ({self.stream('redis_stream_length')})"
+
+    # -- shards (the service's gauges carry ``shard``: "0" to N-1, "0" for the one stream of standalone) ------
+    def by_shard(self, gauge: str) -> str:
+        """A group gauge per group and shard (``frame_queue_consumer_lag``, ``frame_queue_pending``)."""
+        return f"max by (group, shard) ({self.select(gauge, 'group')})"
+
+    def shard_backlog(self) -> str:
+        """Entries of each shard a group has not acknowledged yet: not delivered (lag) plus delivered and
+        pending."""
+        lag, pending = self.select("frame_queue_consumer_lag", "group"), self.select("frame_queue_pending", "group")
+        return f"max by (group, shard) ({lag} + {pending})"
+
+    def shard_depth(self) -> str:
+        """Entries held in each shard's stream."""
+        return "max by (shard) (frame_queue_depth)"
+
+    def nodes_up(self) -> str:
+        """Redis nodes the exporter reaches."""
+        return f"count({self.redis('redis_up')} == 1)"
+
+    def failovers(self, window: str) -> str:
+        """Master/replica switches of all nodes in ``window`` (``$__range`` on the dashboard)."""
+        return f"sum({self.role_changes(window)})"

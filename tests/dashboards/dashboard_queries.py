@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,11 @@ BUILTINS = {
     "__range_s": "300",
     "__range_ms": "300000",
 }
+#: The row whose panels only a Redis Cluster fills (dashboards/generate.py): the standalone stack leaves them
+#: out, the cluster stack runs them.
+CLUSTER_ROW = "Redis Cluster"
+#: The rule file whose alerts read series only a Redis Cluster exports.
+CLUSTER_RULES = "redis-cluster.yml"
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)(?::\w+)?\]\]")
 
 
@@ -35,9 +40,20 @@ class Query:
     panel: str
     ref: str
     expr: str
+    row: str = ""  # the title of the row the panel is in ("" above the first row)
 
     def __str__(self) -> str:
         return f"{self.dashboard} / {self.panel!r} / {self.ref}: {self.expr}"
+
+    @property
+    def cluster_only(self) -> bool:
+        """A panel of the Redis Cluster row: no data from a standalone Redis."""
+        return self.row == CLUSTER_ROW
+
+    @property
+    def redis_only(self) -> bool:
+        """Every metric it reads comes from redis_exporter (none from the service)."""
+        return all(name.startswith("redis_") for name in metric_names(self.expr))
 
 
 def dashboards() -> dict[str, dict[str, Any]]:
@@ -53,12 +69,17 @@ def panels(dashboard: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def queries(name: str, dashboard: Mapping[str, Any]) -> list[Query]:
-    """Every Prometheus query of every panel."""
-    return [
-        Query(name, item["title"], target["refId"], target["expr"])
-        for item in panels(dashboard)
-        for target in item.get("targets", [])
-    ]
+    """Every Prometheus query of every panel, with the row it is in."""
+    found, current = [], ""
+    for item in dashboard.get("panels", []):
+        row = item["title"] if item["type"] == "row" else ""
+        for nested in item.get("panels", []):  # a collapsed row holds its panels
+            found += [Query(name, nested["title"], t["refId"], t["expr"], row) for t in nested.get("targets", [])]
+        if item["type"] == "row":
+            current = row
+            continue
+        found += [Query(name, item["title"], t["refId"], t["expr"], current) for t in item.get("targets", [])]
+    return found
 
 
 def variables(dashboard: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -96,8 +117,26 @@ def promql_regex_escape(value: str) -> str:
     return re.sub(r"([$^*{}\[\]'+?.()|\\])", r"\\\\\1", value)
 
 
-def resolve_variables(dashboard: Mapping[str, Any], label_values: Callable[[str, str], list[str]]) -> dict[str, str]:
-    """Values for every variable as Grafana would send them with every value selected.
+def needed_variables(dashboard: Mapping[str, Any], texts: Iterable[str]) -> set[str]:
+    """The variables ``texts`` refer to, with the variables their own queries refer to."""
+    queries_of = {variable["name"]: variable_query(variable) for variable in variables(dashboard)
+                  if variable["type"] == "query"}
+    needed: set[str] = set()
+    todo = {name for text in texts for name in referenced(text)}
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo |= referenced(queries_of.get(name, ""))
+    return needed
+
+
+def resolve_variables(
+    dashboard: Mapping[str, Any],
+    label_values: Callable[[str, str], list[str]],
+    only: set[str] | None = None,
+) -> dict[str, str]:
+    """Values for every variable (or for those of ``only``) as Grafana would send them with every value selected.
 
     ``label_values(label, match)`` asks Prometheus; a query variable without any value is a blind spot and
     raises ValueError. Multi-value variables become a regex alternation, which ``=~`` selectors accept.
@@ -105,6 +144,8 @@ def resolve_variables(dashboard: Mapping[str, Any], label_values: Callable[[str,
     values = dict(BUILTINS)
     for variable in variables(dashboard):
         name = variable["name"]
+        if only is not None and name not in only:
+            continue
         if variable["type"] == "datasource":
             values[name] = "prometheus"
             continue
@@ -125,14 +166,19 @@ def rule_files() -> list[Path]:
     return sorted((DASHBOARDS / "alerts").glob("*.yml"))
 
 
-def alert_rules() -> list[dict[str, Any]]:
-    """Every alerting rule of every rule file."""
+def rules_in(path: Path) -> list[dict[str, Any]]:
+    """The alerting rules of one rule file."""
+    return [rule for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def alert_rules(cluster: bool | None = None) -> list[dict[str, Any]]:
+    """Every alerting rule of every rule file; ``cluster`` True or False: only those of :data:`CLUSTER_RULES`,
+    or only the others."""
     return [
         rule
         for path in rule_files()
-        for group in yaml.safe_load(path.read_text())["groups"]
-        for rule in group["rules"]
-        if "alert" in rule
+        if cluster is None or (path.name == CLUSTER_RULES) == cluster
+        for rule in rules_in(path)
     ]
 
 

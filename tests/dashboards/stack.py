@@ -7,6 +7,7 @@ Redis on 6379. Readiness is awaited by polling with a deadline, never by sleepin
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -22,11 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 import yaml
 
+from frame_buffer.queue.redis_streams.shards import ShardLayout
+from frame_buffer.queue.settings import DEFAULT_STREAM
+from tests.cluster_servers import RedisClusterServers
+
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "dashboards"
+#: The prometheus role's template and defaults: the cluster stack runs the configuration it renders.
+ROLE = REPO / "roles" / "prometheus"
 #: The stream key pattern the exporter's stream checks scan for (the service's stream and its DLQ).
 STREAM_PATTERN = "frame_queue*"
 
@@ -163,6 +171,35 @@ def prometheus_config(workdir: Path, service_port: int, exporter_port: int) -> P
     return path
 
 
+def render_role_config(**variables: Any) -> dict[str, Any]:
+    """roles/prometheus's prometheus.yml as its template task renders it: the role's defaults with
+    ``variables`` over them, Jinja2 with Ansible's template defaults (``trim_blocks``), and the two Ansible
+    filters the template uses. A filter or variable it does not know fails the rendering."""
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, keep_trailing_newline=True)
+    environment.filters["to_json"] = json.dumps
+    environment.filters["to_nice_yaml"] = lambda value, indent=2: yaml.safe_dump(value, indent=indent)
+    values = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    values.update(ansible_managed="rendered by tests/dashboards/stack.py", **variables)
+    text = environment.from_string((ROLE / "templates" / "prometheus.yml.j2").read_text()).render(values)
+    config: dict[str, Any] = yaml.safe_load(text)
+    return config
+
+
+def cluster_prometheus_config(workdir: Path, cluster: RedisClusterServers, exporter_port: int) -> Path:
+    """The role's configuration for every node of ``cluster`` scraped through the exporter's /scrape endpoint,
+    with 1s intervals and the repository's rule files; no frame-buffer target (the service does not run)."""
+    config = render_role_config(
+        prometheus_redis_targets=[f"redis://127.0.0.1:{node.port}" for node in cluster.nodes],
+        prometheus_redis_exporter_targets=[f"127.0.0.1:{exporter_port}"],
+        prometheus_frame_buffer_targets=[],
+    )
+    config["global"].update(scrape_interval="1s", evaluation_interval="1s", scrape_timeout="1s")
+    config["rule_files"] = [str(DASHBOARDS / "alerts" / "*.yml")]
+    path = workdir / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def service_argv_env(redis_port: int, http_port: int) -> tuple[list[str], dict[str, str]]:
     """``frame-buffer run`` against the test Redis, with synthetic cameras and consumers."""
     env = dict(os.environ)
@@ -176,10 +213,16 @@ def service_argv_env(redis_port: int, http_port: int) -> tuple[list[str], dict[s
     return [frame_buffer_cli(), "run"], env
 
 
-def targets_up(prom: Prometheus) -> bool:
-    """True once every active target's last scrape succeeded."""
+def targets_up(prom: Prometheus, count: int = 2) -> bool:
+    """True once there are ``count`` active targets and the last scrape of each succeeded."""
     targets = prom.api("targets")["activeTargets"]
-    return len(targets) == 2 and all(target["health"] == "up" for target in targets)
+    return len(targets) == count and all(target["health"] == "up" for target in targets)
+
+
+def start_prometheus(workdir: Path, config: Path, port: int) -> Popen:
+    """Debian's prometheus with ``config``, its data in ``workdir``."""
+    args = f"--storage.tsdb.path={workdir / 'tsdb'} --web.listen-address=127.0.0.1:{port}"
+    return start("prometheus", [tool("prometheus"), f"--config.file={config}", *args.split()], workdir)
 
 
 @contextlib.contextmanager
@@ -206,18 +249,73 @@ def running_stack(workdir: Path) -> Iterator[Prometheus]:
         )
         argv, env = service_argv_env(redis_port, service_port)
         procs["frame-buffer"] = start("frame-buffer", argv, workdir, env)
-        config = prometheus_config(workdir, service_port, exporter_port)
-        prometheus_args = f"--storage.tsdb.path={workdir / 'tsdb'} --web.listen-address=127.0.0.1:{prom_port}"
-        procs["prometheus"] = start(
-            "prometheus", [tool("prometheus"), f"--config.file={config}", *prometheus_args.split()], workdir
-        )
+        procs["prometheus"] = start_prometheus(workdir, prometheus_config(workdir, service_port, exporter_port),
+                                               prom_port)
         for name, url in (
             ("frame-buffer", f"http://127.0.0.1:{service_port}/metrics"),
             ("redis_exporter", f"http://127.0.0.1:{exporter_port}/metrics"),
             ("prometheus", f"{prom.url}/-/ready"),
         ):
-            wait_for(f"{name} to answer on {url}", lambda url=url: http_get(url), proc=procs[name])
+            wait_for(f"{name} to answer on {url}", functools.partial(http_get, url), proc=procs[name])
         wait_for("Prometheus to scrape both targets as up", lambda: targets_up(prom), proc=procs["prometheus"])
+        yield prom
+    finally:
+        for proc in reversed(procs.values()):
+            proc.stop()
+
+
+#: Shard streams the cluster stack writes (the service's default number in cluster mode).
+CLUSTER_SHARDS = 16
+#: The consumer group of the shard streams the cluster stack writes.
+CLUSTER_GROUP = "workers"
+
+
+@contextlib.contextmanager
+def shard_streams(cluster: RedisClusterServers, shards: int = CLUSTER_SHARDS) -> Iterator[ShardLayout]:
+    """The service's shard streams and dead-letter streams on ``cluster``, spread over its masters by their hash
+    tags, each with entries, a consumer group and pending entries: what the exporter's stream checks report.
+    Deleted on exit (the cluster is shared by the session's cluster tests)."""
+    layout = ShardLayout(DEFAULT_STREAM, shards, cluster=True)
+    client = cluster.client()
+    try:
+        for stream, dead_letters in layout.shard_keys():
+            for index in range(10):
+                client.xadd(stream, {"frame": str(index)})
+            client.xgroup_create(stream, CLUSTER_GROUP, id="0")
+            client.xreadgroup(CLUSTER_GROUP, "consumer-0", {stream: ">"}, count=3)
+            client.xadd(dead_letters, {"reason": "test"})
+        yield layout
+    finally:
+        for keys in layout.shard_keys():
+            for key in keys:
+                client.delete(key)
+        client.close()
+
+
+@contextlib.contextmanager
+def running_cluster_stack(workdir: Path, cluster: RedisClusterServers) -> Iterator[Prometheus]:
+    """One redis_exporter for every node of a running ``cluster`` (its multi-target /scrape endpoint, no
+    -redis.addr of its own) and Prometheus with the prometheus role's configuration for those nodes.
+
+    The service is not part of it (it has no cluster mode yet): the Redis panels and alerts are what it shows.
+    """
+    exporter_port, prom_port = free_port(), free_port()
+    prom = Prometheus(f"http://127.0.0.1:{prom_port}")
+    procs = prom.processes
+    try:
+        exporter_args = f"-redis.addr= -web.listen-address 127.0.0.1:{exporter_port} -check-streams {STREAM_PATTERN}"
+        procs["redis_exporter"] = start(
+            "redis_exporter", [tool("prometheus-redis-exporter"), *exporter_args.split()], workdir
+        )
+        procs["prometheus"] = start_prometheus(workdir, cluster_prometheus_config(workdir, cluster, exporter_port),
+                                               prom_port)
+        for name, url in (
+            ("redis_exporter", f"http://127.0.0.1:{exporter_port}/metrics"),
+            ("prometheus", f"{prom.url}/-/ready"),
+        ):
+            wait_for(f"{name} to answer on {url}", functools.partial(http_get, url), proc=procs[name])
+        wait_for(f"Prometheus to scrape all {len(cluster.nodes)} nodes as up",
+                 lambda: targets_up(prom, len(cluster.nodes)), proc=procs["prometheus"])
         yield prom
     finally:
         for proc in reversed(procs.values()):

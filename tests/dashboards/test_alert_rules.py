@@ -23,6 +23,10 @@ REQUIRED = {
     "DeadLettersGrowing",
     "BreakerOpen",
     "PendingEntriesStuck",
+    "RedisClusterStateNotOk",
+    "RedisClusterSlotsUncovered",
+    "RedisMasterWithoutReplica",
+    "ShardBacklogGrowing",
 }
 
 
@@ -56,7 +60,7 @@ def test_required_alerts_exist() -> None:
 @pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: rule["alert"])
 def test_rule_is_documented_and_tested(rule: dict[str, object]) -> None:
     """Severity, summary, description and runbook; unit tests that expect it both firing and silent."""
-    name = rule["alert"]
+    name = str(rule["alert"])
     labels, annotations = rule.get("labels", {}), rule.get("annotations", {})
     assert isinstance(labels, dict) and labels.get("severity") in ("critical", "warning", "info"), name
     assert isinstance(annotations, dict), name

@@ -12,9 +12,11 @@ import pytest
 from frame_buffer import metrics
 from tests.dashboards.dashboard_queries import (
     BUILTINS,
+    CLUSTER_ROW,
     DASHBOARDS,
     STABLE_UIDS,
     dashboards,
+    metric_names,
     panels,
     queries,
     referenced,
@@ -53,7 +55,7 @@ def test_panels_follow_the_model(name: str) -> None:
     assert all(isinstance(i, int) for i in ids) and len(ids) == len(set(ids)), f"{name}: panel ids {ids}"
     cells: dict[tuple[int, int], str] = {}
     for item in panels(dashboard):
-        title = item.get("title")
+        title = item.get("title") or ""
         assert item["type"] in PANEL_TYPES, f"{name}: {title}: unknown type {item['type']}"
         pos = item["gridPos"]
         assert {"h", "w", "x", "y"} <= pos.keys() and pos["x"] + pos["w"] <= 24, f"{name}: {title}: {pos}"
@@ -153,3 +155,62 @@ def test_the_report_draws_the_dashboards_queries() -> None:
     drawn = {query.expr for *_, panel_queries in prometheus_panels(dashboard) for query in panel_queries}
     assert drawn - not_on_the_dashboard <= shown, sorted(drawn - not_on_the_dashboard - shown)
     assert len(drawn - not_on_the_dashboard) == 13
+
+
+def rows(dashboard: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Row title -> the panels in that row."""
+    found: dict[str, list[dict[str, Any]]] = {"": []}
+    current = ""
+    for item in dashboard["panels"]:
+        if item["type"] == "row":
+            current = item["title"]
+            found[current] = list(item.get("panels", []))
+        else:
+            found[current].append(item)
+    return found
+
+
+def exprs(items: list[dict[str, Any]]) -> str:
+    return "\n".join(target["expr"] for item in items for target in item["targets"])
+
+
+def test_the_redis_cluster_row() -> None:
+    """Cluster state, slots covered, masters without replica and role changes, from the exporter's metric
+    names; all of them read redis_exporter's series only, so that the cluster stack runs every one."""
+    dashboard = ALL["frame-queue.json"]
+    cluster = rows(dashboard)[CLUSTER_ROW]
+    titles = {item["title"] for item in cluster}
+    assert {"Cluster state", "Slots covered", "Masters without replica", "Role by node", "Role changes",
+            "Nodes"} <= titles
+    text = exprs(cluster)
+    for metric in ("redis_cluster_state", "redis_cluster_slots_ok", "redis_cluster_slots_fail",
+                   "redis_connected_slaves", "redis_instance_info", "redis_up"):
+        assert re.search(rf"\b{metric}\b", text), f"{metric} on no panel of the {CLUSTER_ROW} row"
+    cluster_queries = [query for query in queries("frame-queue.json", dashboard) if query.cluster_only]
+    assert {query.panel for query in cluster_queries} == titles
+    assert all(query.redis_only for query in cluster_queries), [q for q in cluster_queries if not q.redis_only]
+    slots = next(item for item in cluster if item["title"] == "Slots covered")
+    assert slots["fieldConfig"]["defaults"]["thresholds"]["steps"][-1] == {"color": "green", "value": 16384}
+
+
+def test_a_row_per_redis_node() -> None:
+    """A row repeated for each value of the redis variable: memory, ops/s, clients and role of that node."""
+    dashboard = ALL["frame-queue.json"]
+    repeated = [item for item in dashboard["panels"] if item["type"] == "row" and item.get("repeat")]
+    assert [item["repeat"] for item in repeated] == ["redis"]
+    node = rows(dashboard)[repeated[0]["title"]]
+    read = {name for item in node for target in item["targets"] for name in metric_names(target["expr"])}
+    assert {"redis_memory_used_bytes", "redis_commands_processed_total", "redis_connected_clients",
+            "redis_instance_info"} <= read
+    for item in node:
+        for target in item["targets"]:
+            assert 'instance=~"$redis"' in target["expr"], f"{item['title']}: not one node's: {target['expr']}"
+
+
+def test_the_backlog_by_shard() -> None:
+    """Lag, pending and their sum per group and shard, stream length per shard."""
+    text = exprs(rows(ALL["frame-queue.json"])["Backlog by shard"])
+    for gauge in ("frame_queue_consumer_lag", "frame_queue_pending"):
+        assert re.search(rf"max by \(group, shard\) \({gauge}\b", text), gauge
+    assert "max by (group, shard) (frame_queue_consumer_lag" in text and "+ frame_queue_pending" in text
+    assert "max by (shard) (frame_queue_depth)" in text
