@@ -95,10 +95,6 @@ class Queries:
         """The oldest pending entry's idle time of each group, over all shards."""
         return f"max by (group) ({self.select(gauge, 'group')})"
 
-    def by_shard(self, gauge: str) -> str:
-        """A gauge of the groups per shard stream: which shard (which cameras) lags."""
-        return f"max by (group, shard) ({self.select(gauge, 'group')})"
-
     # -- losses --------------------------------------------------------------------------------------------
     def dropped(self) -> str:
         """Frames dropped in the window, per reason."""
