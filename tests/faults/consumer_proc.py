@@ -1,4 +1,5 @@
-"""A consumer process for the fault tests: a Worker (Redis or RabbitMQ) that logs every frame it handled.
+"""A consumer process for the fault tests: a Worker (Redis, standalone or cluster, or RabbitMQ) that logs every
+frame it handled.
 
 Each handled frame is appended to ``--out`` as ``camera seq`` with one ``write`` (O_APPEND), so what a
 SIGKILL leaves behind is whole lines. SIGTERM stops the worker cleanly (the batch in hand is finished
@@ -18,13 +19,15 @@ from types import FrameType
 from frame_buffer.flow import CircuitBreaker, ExponentialBackoff, RetryPolicy, Worker
 from frame_buffer.frame import Frame
 from frame_buffer.queue import FrameQueue, QueueSettings, open_queue
-from frame_buffer.queue.redis_streams import RedisStreamsQueue
+from frame_buffer.queue.redis_streams import RedisStreamsQueue, ShardedStreamsQueue
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backend", default="redis", choices=("redis", "rabbitmq"))
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--url", required=True, help="a redis:// URL, or comma-separated seeds with --mode cluster")
+    parser.add_argument("--mode", default="standalone", choices=("standalone", "cluster"))
+    parser.add_argument("--shards", type=int, default=16, help="shard streams with --mode cluster")
     parser.add_argument("--stream", default="frame_queue")
     parser.add_argument("--group", default="g")
     parser.add_argument("--name", required=True)
@@ -57,6 +60,9 @@ def main() -> None:
     settings = QueueSettings(stream=args.stream, groups=(args.group,), claim_min_idle_ms=args.claim_ms)
 
     def connect() -> FrameQueue:
+        if args.backend == "redis" and args.mode == "cluster":
+            return ShardedStreamsQueue(args.url, settings, shards=args.shards, cluster=True, max_block_ms=1000,
+                                       block_margin_s=2.0)
         if args.backend == "redis":
             return RedisStreamsQueue(args.url, settings, max_block_ms=1000, block_margin_s=2.0)
         return open_queue(args.backend, amqp_url=args.url, settings=settings)
