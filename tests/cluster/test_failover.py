@@ -131,7 +131,7 @@ def test_4_resharding_under_load_moves_a_shard_and_keeps_order(own_cluster: Star
     subprocess.run(["redis-cli", "--cluster", "reshard", f"127.0.0.1:{source.port}", "--cluster-from",
                     ids[source.port], "--cluster-to", ids[target.port], "--cluster-slots", str(slot - low + 1),
                     "--cluster-yes"], check=True, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
-    assert cluster.master_of_slot(slot).port == target.port
+    wait_until(lambda: cluster.master_of_slot(slot).port == target.port, 60, "every node to see the slot moved")
     run.wait_published_more(1000, "publishing to the shard on its new master")
     counts = run.finish("resharding", moved_slots=slot - low + 1, shard_slot=slot)
     assert counts["lost"] == 0 and counts["dropped"] == 0 and counts["dead_lettered"] == 0
