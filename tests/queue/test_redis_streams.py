@@ -12,7 +12,8 @@ import redis
 from frame_buffer.errors import EXIT_CONFIG
 from frame_buffer.frame import Frame
 from frame_buffer.queue import BackendUnavailable, BackpressureTimeout, QueueError, QueueSettings, StreamWrongType
-from frame_buffer.queue.redis_streams import RedisStreamsQueue
+from frame_buffer.queue.redis_streams import RedisStreamsQueue, ShardedStreamsQueue
+from frame_buffer.queue.redis_streams.clients import seed_address
 from tests.frames import make_frames, pattern
 from tests.servers import RedisServer, free_port, wait_until, write_malformed_entries
 
@@ -74,6 +75,16 @@ def test_unreachable_server_is_reported_with_its_address() -> None:
     with pytest.raises(BackendUnavailable, match=f"127.0.0.1:{port}"):
         queue.publish(make_frames(1)[0])
     queue.trim()  # housekeeping does not raise on an outage
+
+
+def test_unreachable_cluster_seeds_are_named_by_their_address() -> None:
+    """Each seed is named host:port in the error (the cluster fault tests printed "redis:" for every node of a
+    seed list without credentials)."""
+    ports = [free_port(), free_port()]
+    seeds = ",".join(f"redis://127.0.0.1:{port}/0" for port in ports)
+    with pytest.raises(BackendUnavailable, match=f"no seed answered: 127.0.0.1:{ports[0]}: .*; 127.0.0.1:{ports[1]}: "):
+        ShardedStreamsQueue(seeds, shards=2, cluster=True)
+    assert seed_address("redis://user:pw@10.0.0.1:7000/0") == seed_address("rediss://10.0.0.1:7000") == "10.0.0.1:7000"
 
 
 def test_killed_server_fails_consume_with_backend_unavailable(redis_server: RedisServer) -> None:
