@@ -62,9 +62,10 @@ def test_1_master_sigkilled_under_load_its_replica_takes_over(own_cluster: Start
 
 
 def test_2_replica_sigkilled_under_load(own_cluster: StartCluster, tmp_path: Path) -> None:
-    """With REPLICA_ACKS=1 a master whose only replica died cannot confirm a publish: WAIT falls short, then
-    the master refuses writes (NOREPLICAS, after min-replicas-max-lag); frames wait in the spool until the
-    replica is back, then flow again. Nothing is lost; a batch written but not confirmed comes twice."""
+    """REPLICA_ACKS=1 and min-replicas-to-write 1: the master sees its only replica's connection close and
+    refuses writes at once (NOREPLICAS; a WAIT shortfall would follow if it had not, and be retried as a
+    duplicate). Every camera's frames wait in the spool (one publisher, one FIFO spool) and the worker, whose
+    reads are writes too, stops on every shard until the replica is back; then everything flows. 0 lost."""
     cluster = own_cluster()
     run = LoadRun(cluster, tmp_path)
     run.wait_consumed(500, "frames flowing before the kill")
