@@ -1,6 +1,7 @@
-"""A consumer process for the fault tests: a Worker (Redis or RabbitMQ) that logs every frame it handled.
+"""A consumer process for the fault tests: a Worker (Redis, standalone or cluster, or RabbitMQ) that logs every
+frame it handled.
 
-Each handled frame is appended to ``--out`` as ``camera seq`` with one ``write`` (O_APPEND), so what a
+Each handled frame is appended to ``--out`` as ``camera seq attempts`` with one ``write`` (O_APPEND), so what a
 SIGKILL leaves behind is whole lines. SIGTERM stops the worker cleanly (the batch in hand is finished
 and acked) and prints its summary as JSON on stdout.
 """
@@ -17,14 +18,26 @@ from types import FrameType
 
 from frame_buffer.flow import CircuitBreaker, ExponentialBackoff, RetryPolicy, Worker
 from frame_buffer.frame import Frame
-from frame_buffer.queue import FrameQueue, QueueSettings, open_queue
-from frame_buffer.queue.redis_streams import RedisStreamsQueue
+from frame_buffer.queue import Delivery, FrameQueue, QueueSettings, open_queue
+from frame_buffer.queue.redis_streams import RedisStreamsQueue, ShardedStreamsQueue
+
+
+class AttemptsWorker(Worker):
+    """A Worker whose handler can tell how often the frame in hand was delivered (the log records it)."""
+
+    attempts: dict[int, int] = {}
+
+    def _handle(self, queue: FrameQueue, deliveries: list[Delivery]) -> None:
+        self.attempts = {id(delivery.frame): delivery.attempts for delivery in deliveries}
+        super()._handle(queue, deliveries)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backend", default="redis", choices=("redis", "rabbitmq"))
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--url", required=True, help="a redis:// URL, or comma-separated seeds with --mode cluster")
+    parser.add_argument("--mode", default="standalone", choices=("standalone", "cluster"))
+    parser.add_argument("--shards", type=int, default=16, help="shard streams with --mode cluster")
     parser.add_argument("--stream", default="frame_queue")
     parser.add_argument("--group", default="g")
     parser.add_argument("--name", required=True)
@@ -51,17 +64,20 @@ def main() -> None:
             raise ValueError(f"poison frame {frame.camera}/{frame.seq}")
         if args.delay:
             time.sleep(args.delay)
-        os.write(fd, f"{frame.camera} {frame.seq}\n".encode())
+        os.write(fd, f"{frame.camera} {frame.seq} {worker.attempts.get(id(frame), 1)}\n".encode())
         handled += 1
 
     settings = QueueSettings(stream=args.stream, groups=(args.group,), claim_min_idle_ms=args.claim_ms)
 
     def connect() -> FrameQueue:
+        if args.backend == "redis" and args.mode == "cluster":
+            return ShardedStreamsQueue(args.url, settings, shards=args.shards, cluster=True, max_block_ms=1000,
+                                       block_margin_s=2.0)
         if args.backend == "redis":
             return RedisStreamsQueue(args.url, settings, max_block_ms=1000, block_margin_s=2.0)
         return open_queue(args.backend, amqp_url=args.url, settings=settings)
 
-    worker = Worker(
+    worker = AttemptsWorker(
         connect,
         args.group, args.name, handler,
         retry=RetryPolicy(base_s=args.base, cap_s=args.cap, max_attempts=args.max_attempts),

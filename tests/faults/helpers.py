@@ -44,8 +44,12 @@ class ConsumerProcess:
 
     def delivered(self) -> list[tuple[str, int]]:
         """Every (camera, seq) the handler finished, in order, duplicates included."""
+        return [(cam, seq) for cam, seq, _attempts in self.deliveries()]
+
+    def deliveries(self) -> list[tuple[str, int, int]]:
+        """Every (camera, seq, attempts) the handler finished, in order: attempts > 1 is a redelivery."""
         lines = self.out.read_text().splitlines()
-        return [(cam, int(seq)) for cam, seq in (line.split() for line in lines)]
+        return [(cam, int(seq), int(attempts)) for cam, seq, attempts in (line.split() for line in lines)]
 
     def alive(self) -> bool:
         return self.process.poll() is None

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from frame_buffer.checks import server_address
 from frame_buffer.errors import EXIT_CONFIG
 from frame_buffer.frame import Frame
 from frame_buffer.queue import BackendUnavailable, BackpressureTimeout, QueueError, QueueSettings, StreamWrongType
-from frame_buffer.queue.redis_streams import RedisStreamsQueue
+from frame_buffer.queue.redis_streams import RedisStreamsQueue, ShardedStreamsQueue
 from tests.frames import make_frames, pattern
-from tests.servers import RedisServer, free_port, write_malformed_entries
+from tests.servers import RedisServer, free_port, wait_until, write_malformed_entries
 
 
 def queue_on(server: RedisServer, **settings: object) -> RedisStreamsQueue:
@@ -76,6 +77,17 @@ def test_unreachable_server_is_reported_with_its_address() -> None:
     queue.trim()  # housekeeping does not raise on an outage
 
 
+def test_unreachable_cluster_seeds_are_named_by_their_address() -> None:
+    """Each seed is named host:port in the error (the cluster fault tests printed "redis:" for every node of a
+    seed list without credentials)."""
+    ports = [free_port(), free_port()]
+    seeds = ",".join(f"redis://127.0.0.1:{port}/0" for port in ports)
+    with pytest.raises(BackendUnavailable, match=f"no seed answered: 127.0.0.1:{ports[0]}: .*; 127.0.0.1:{ports[1]}: "):
+        ShardedStreamsQueue(seeds, shards=2, cluster=True)
+    plain, with_password = server_address("rediss://10.0.0.1:7000"), server_address("redis://u:pw@10.0.0.1:7000/0")
+    assert plain == with_password == "10.0.0.1:7000"
+
+
 def test_killed_server_fails_consume_with_backend_unavailable(redis_server: RedisServer) -> None:
     queue = queue_on(redis_server, groups=("g",))
     queue.publish(make_frames(1)[0])
@@ -93,6 +105,33 @@ def test_blocking_read_that_times_out_is_not_a_failure(redis_server: RedisServer
         assert queue.consume("g", "c", block_ms=100) == []
     finally:
         redis_server.resume()
+
+
+def test_stream_deleted_under_a_blocked_read_is_an_outage_not_a_crash(redis_server: RedisServer) -> None:
+    """Redis 7 ends a blocked XREADGROUP with ``UNBLOCKED the stream key no longer exists`` when its stream is
+    deleted, or moved to another node by a resharding (tests/cluster/test_failover.py): an outage the worker
+    rides through by reconnecting (which declares the group again), never an unknown error that ends it."""
+    queue = queue_on(redis_server, groups=("g",))
+    assert queue.consume("g", "c", block_ms=10) == []  # recovery and first claim sweep done
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            queue.consume("g", "c", block_ms=5000)
+        except BaseException as exc:
+            failures.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    client = redis_server.client()
+    wait_until(lambda: int(client.info("clients")["blocked_clients"]) == 1, 10, "the read to block")
+    client.delete(queue.settings.stream)
+    reader.join(10)
+    assert len(failures) == 1 and isinstance(failures[0], BackendUnavailable), failures
+    assert "no longer exists" in str(failures[0])
+    again = queue_on(redis_server, groups=("g",))  # what the worker does next: a new connection, the group again
+    again.publish(make_frames(1)[0])
+    assert len(again.consume("g", "c", block_ms=100)) == 1
 
 
 def test_unknown_lag_after_deletion_is_counted_conservatively(redis_server: RedisServer) -> None:

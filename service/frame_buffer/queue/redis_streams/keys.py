@@ -69,6 +69,10 @@ class StreamKeys:
                                   "(a replica: point the URL at the primary)")
         if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):  # BusyLoadingError (LOADING) included
             return BackendUnavailable(f"redis at {self.address} unavailable: {exc}")
+        if code == "UNBLOCKED":
+            # Redis 7 ends a read blocked on a stream that was deleted, or moved to another node by a resharding's
+            # MIGRATE: an outage to reconnect through (which finds the stream, and declares the group again).
+            return BackendUnavailable(f"redis at {self.address}: {text}")
         if isinstance(exc, _FAILING_OVER) or code in _FAILOVER_CODES:
             # a Redis Cluster between a node's failure and its replica's promotion, or a slot on the move
             return BackendUnavailable(f"redis cluster at {self.address} unavailable: {code} {text}")

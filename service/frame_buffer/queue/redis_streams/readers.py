@@ -7,7 +7,8 @@ socket (idle CPU), and the consumer's thread waits on a :class:`Handoff` for whi
 
 A reader reads only while the consumer waits for frames, and only once the consumer took its last batch: at most
 one batch per shard waits in the hand-off (from readers already blocked when another shard answered), pending
-under the consumer's name. :meth:`Handoff.close` returns what was never taken, for the queue to give back;
+under the consumer's name. :meth:`Handoff.close` returns what was never taken, for the queue to give back (and a
+reader whose read returns after the close gives its batch back itself);
 after a crash those entries are reclaimed like any pending entry (``claim_min_idle_ms``).
 A reader that fails hands its error to the consumer (which raises it, so the breaker sees it) and ends; the
 queue starts a new one at the next consume. No reader dies silently.
@@ -34,13 +35,15 @@ class Handoff:
         self._demand = 0  # consumers waiting in take()
         self.closed = False
 
-    def put(self, shard: int, batch: Batch) -> None:
+    def put(self, shard: int, batch: Batch) -> bool:
+        """Hand ``batch`` to the consumer; False once closed: nobody will take it."""
         with self._cond:
             if self.closed:
-                return
+                return False
             self._batches.append((shard, batch))
             self._untaken.add(shard)
             self._cond.notify_all()
+            return True
 
     def wait_turn(self, shard: int) -> bool:
         """Wait until the consumer waits for frames and ``shard``'s last batch was taken; False once closed."""
@@ -75,19 +78,25 @@ class Handoff:
 
 
 class ShardReader(threading.Thread):
-    """Reads one shard for one consumer (``read`` blocks up to the backend's longest BLOCK) into ``handoff``."""
+    """Reads one shard for one consumer (``read`` blocks up to the backend's longest BLOCK) into ``handoff``;
+    ``give_back`` takes the ids of a batch that came too late for it."""
 
-    def __init__(self, shard: int, read: Callable[[], list[RawEntry]], handoff: Handoff, name: str) -> None:
+    def __init__(self, shard: int, read: Callable[[], list[RawEntry]], handoff: Handoff, name: str,
+                 give_back: Callable[[list[str]], None]) -> None:
         super().__init__(name=name, daemon=True)
         self.shard = shard
         self._read = read
         self._handoff = handoff
+        self._give_back = give_back
 
     def run(self) -> None:
         try:
             while self._handoff.wait_turn(self.shard):
                 batch = self._read()
-                if batch:
-                    self._handoff.put(self.shard, batch)
+                if batch and not self._handoff.put(self.shard, batch):
+                    # Read after the queue closed: close() cut the connection and redis-py's cluster client
+                    # retried the read on a new one. Pending under this consumer: give it back to be claimed
+                    # at the next sweep rather than after claim_min_idle_ms.
+                    self._give_back([entry.id for entry in batch])
         except BaseException as exc:  # the consumer raises it; a closed hand-off drops it (the client was closed)
             self._handoff.put(self.shard, exc)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -162,7 +163,8 @@ class ShardedStreamsQueue(FrameQueue):
                 def read(s: RedisStreamsQueue = shard) -> list[RawEntry]:
                     return s.read_new(group, consumer, count, self.max_block_ms)
 
-                thread = ShardReader(index, read, readers.handoff, f"shard-reader-{index}-{consumer}")
+                thread = ShardReader(index, read, readers.handoff, f"shard-reader-{index}-{consumer}",
+                                     functools.partial(shard.give_back, group, consumer))
                 readers.threads[index] = thread
                 thread.start()
         return readers
