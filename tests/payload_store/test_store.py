@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,19 +13,6 @@ from frame_buffer.codec import PayloadRef
 from frame_buffer.payload_store import PayloadLost, StoreError, StoreFull, StoreReader, StoreWriter
 from frame_buffer.payload_store.layout import HEADER_BYTES, slot_bytes
 from frame_buffer.payload_store.ring import Ring, Slot
-
-SHM = Path("/dev/shm")
-
-
-@pytest.fixture
-def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A store directory on the tmpfs (the real thing), removed afterwards."""
-    base = Path(os.environ.get("FB_TEST_SHM_DIR", SHM if SHM.is_dir() else tmp_path_factory.mktemp("shm")))
-    root = base / f"fb-test-{os.getpid()}-{os.urandom(4).hex()}"
-    yield root / "stream"
-    for path in sorted(root.rglob("*"), reverse=True):
-        path.rmdir() if path.is_dir() else path.unlink()
-    root.rmdir()
 
 
 def test_a_put_payload_is_read_back_as_a_read_only_view_of_the_same_memory(store_dir: Path) -> None:
