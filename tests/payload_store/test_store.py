@@ -90,7 +90,7 @@ def test_a_reused_slot_refuses_the_old_reference(store_dir: Path) -> None:
 def test_an_aborted_publish_gives_its_room_back(store_dir: Path) -> None:
     writer = StoreWriter(store_dir, slot_bytes(1000))
     slot, ref = writer.put(b"a" * 1000)
-    writer.abort(slot)
+    writer.abort(slot, 1000)
     assert writer.live_slots == 0
     with pytest.raises(PayloadLost):
         StoreReader(store_dir).view(ref)

@@ -21,6 +21,9 @@ class Slot:
     generation: int
     entry_id: tuple[int, int] | None = None
     dead: bool = False
+    #: Written by the caller in place (a reservation it committed through :meth:`StoreWriter.adopt`): the
+    #: caller's frame still points at it after a failed publish, so it is reopened, never reused.
+    external: bool = False
 
 
 class Ring:

@@ -107,6 +107,7 @@ class StoreWriter:
             raise StoreError(f"payload store {path}: {self.capacity} bytes: {exc.strerror or exc}") from exc
         self._fd = fd
         self._ring = Ring(self.capacity)
+        self._open: dict[int, Reservation] = {}  # reservations not committed yet, by their payload's offset
         self._address = np.frombuffer(self._map, dtype=np.uint8).ctypes.data
 
     # -- writing ------------------------------------------------------------------------------------------
@@ -126,12 +127,18 @@ class StoreWriter:
         slot = Slot(offset, size, self._generation)
         self._ring.add(slot)
         SLOT_HEADER.pack_into(self._map, offset, MAGIC, 0, length)  # generation 0: being written
-        start = offset + HEADER_BYTES
-        return Reservation(slot, self.segment, length, memoryview(self._map)[start : start + length])
+        return self._reopen(slot, length)
+
+    def _reopen(self, slot: Slot, length: int) -> Reservation:
+        start = slot.offset + HEADER_BYTES
+        reservation = Reservation(slot, self.segment, length, memoryview(self._map)[start : start + length])
+        self._open[start] = reservation
+        return reservation
 
     def commit(self, reservation: Reservation) -> PayloadRef:
         """Seal a written slot: its generation goes into its header last; returns the reference to publish."""
         slot = reservation.slot
+        self._open.pop(slot.offset + HEADER_BYTES, None)
         GENERATION.pack_into(self._map, slot.offset + GENERATION_AT, slot.generation)
         return PayloadRef(reservation.segment, slot.offset, reservation.length, slot.generation)
 
@@ -144,10 +151,31 @@ class StoreWriter:
 
     def owns(self, payload: bytes | memoryview) -> bool:
         """Whether ``payload`` lies in this writer's segment (a reservation's array): no copy needed then."""
+        return self._offset_of(payload) is not None
+
+    def _offset_of(self, payload: bytes | memoryview) -> int | None:
         if isinstance(payload, bytes) or not memoryview(payload).nbytes:
-            return False
+            return None
         address = np.frombuffer(payload, dtype=np.uint8).ctypes.data
-        return self._address <= address < self._address + self.capacity
+        offset = address - self._address
+        return offset if 0 <= offset < self.capacity else None
+
+    def adopt(self, payload: bytes | memoryview) -> tuple[Slot, PayloadRef] | None:
+        """Commit the open reservation ``payload`` is exactly (a frame rendered in place): no copy. ``None``
+        when it is not one (then :meth:`put` it). If its publish fails, :meth:`abort` reopens it rather than
+        freeing it, since the caller's frame still points at it; :meth:`cancel` frees it when the frame goes."""
+        offset = self._offset_of(payload)
+        reservation = None if offset is None else self._open.get(offset)
+        if reservation is None or reservation.length != memoryview(payload).nbytes:
+            return None
+        reservation.slot.external = True
+        return reservation.slot, self.commit(reservation)
+
+    def cancel(self, reservation: Reservation) -> None:
+        """Give up a reservation (its frame was dropped, or never written): its bytes are free again."""
+        self._open.pop(reservation.slot.offset + HEADER_BYTES, None)
+        self._invalidate(reservation.slot)
+        self._ring.abort(reservation.slot)
 
     # -- after publishing -----------------------------------------------------------------------------------
     def bind(self, slot: Slot, entry_id: str) -> None:
@@ -156,10 +184,17 @@ class StoreWriter:
         if self._first_id is None:
             self._first_id = slot.entry_id
 
-    def abort(self, slot: Slot) -> None:
-        """``slot``'s publish failed for good: no entry refers to it; its bytes are free again."""
+    def abort(self, slot: Slot, length: int) -> None:
+        """``slot``'s publish failed: no entry refers to it (one that was written all the same finds another
+        generation there: ``payload_lost``, never these pixels). A slot :meth:`put` filled is free again; an
+        adopted one is reopened, with a new generation, for the retry of the frame that lives in it."""
         self._invalidate(slot)
-        self._ring.abort(slot)
+        if slot.external:
+            self._generation += 1
+            slot.generation, slot.external = self._generation, False
+            self._reopen(slot, length)
+        else:
+            self._ring.abort(slot)
 
     def release_before(self, needed: str) -> int:
         """Free every slot whose entry is older than ``needed`` (the oldest stream id any group still needs):

@@ -49,12 +49,15 @@ def open_queue(
         amqp_url: broker of the ``rabbitmq`` backend.
         settings: stream, groups and limits shared by every backend.
         codec: wire codec (checksum, compression, maximum frame size).
-        redis_options: mode (standalone or cluster), shard streams and replica acknowledgements of ``redis``.
+        redis_options: mode (standalone or cluster), shard streams, replica acknowledgements and payload store
+            of ``redis``.
     """
     if backend == "redis":
         from frame_buffer.queue.redis_streams import RedisStreamsQueue, ShardedStreamsQueue
 
         options = redis_options or RedisOptions()
+        if options.payload_store == "shm":
+            return _open_shm(redis_url, settings, codec, options)
         if options.mode == "cluster" or options.shards > 1:
             return ShardedStreamsQueue(redis_url, settings, codec, shards=options.shards,
                                        cluster=options.mode == "cluster", replica_acks=options.replica_acks,
@@ -70,3 +73,17 @@ def open_queue(
 
         return RabbitMQQueue(amqp_url, settings, codec)
     raise ValueError(f"backend: must be one of redis, rabbitmq, memory; got {backend!r}")
+
+
+def _open_shm(redis_url: str, settings: QueueSettings | None, codec: FrameCodec | None,
+              options: RedisOptions) -> FrameQueue:
+    """The ``redis`` backend with payloads in shared memory: one stream on one server (not sharded yet)."""
+    from pathlib import Path
+
+    from frame_buffer.queue.redis_streams.shm import ShmStreamsQueue
+
+    if options.mode == "cluster" or options.shards > 1:
+        raise ValueError("payload_store: shm works with one stream on one Redis server (standalone, 1 shard)")
+    return ShmStreamsQueue(redis_url, settings, codec, store_root=Path(options.shm_dir),
+                           store_bytes=options.shm_bytes, replica_acks=options.replica_acks,
+                           replica_timeout_ms=options.replica_timeout_ms)

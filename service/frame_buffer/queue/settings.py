@@ -18,11 +18,15 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_STREAM = "frame_queue"
 
 Backend = Literal["redis", "rabbitmq", "memory"]
+#: Where payloads travel: in the stream entry, or in a same-host shared-memory store (issue 18).
+PayloadStore = Literal["inline", "shm"]
+DEFAULT_SHM_DIR = "/dev/shm/frame-buffer"
+DEFAULT_SHM_BYTES = 1024 * 1024 * 1024
 #: The backend names, in the order messages list them.
 BACKENDS: tuple[str, ...] = get_args(Backend)
 
-__all__ = ["BACKENDS", "DEFAULT_AMQP_URL", "DEFAULT_REDIS_URL", "DEFAULT_STREAM", "Backend", "QueueOptions",
-           "QueueSettings", "RedisOptions"]
+__all__ = ["BACKENDS", "DEFAULT_AMQP_URL", "DEFAULT_REDIS_URL", "DEFAULT_SHM_BYTES", "DEFAULT_SHM_DIR",
+           "DEFAULT_STREAM", "Backend", "PayloadStore", "QueueOptions", "QueueSettings", "RedisOptions"]
 
 
 @dataclass(frozen=True)
@@ -73,9 +77,16 @@ class RedisOptions:
         shards: shard streams; 1 on one server is the single stream of before.
         replica_acks: ``WAIT`` for this many replicas after each publish; fewer in time is a failed publish.
         replica_timeout_ms: how long that ``WAIT`` may take.
+        payload_store: ``inline`` (the payload in the stream entry) or ``shm`` (in a same-host shared-memory
+            store, the entry carrying a reference; one stream on one server only: docs/wire-format.md section 9).
+        shm_bytes: the ``shm`` store's size in bytes, per stream.
+        shm_dir: the directory the ``shm`` stores are in (a tmpfs), one subdirectory per stream.
     """
 
     mode: Literal["standalone", "cluster"] = "standalone"
     shards: int = 1
     replica_acks: int = 0
     replica_timeout_ms: int = 1000
+    payload_store: PayloadStore = "inline"
+    shm_bytes: int = DEFAULT_SHM_BYTES
+    shm_dir: str = DEFAULT_SHM_DIR
