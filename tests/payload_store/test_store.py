@@ -203,3 +203,47 @@ def test_ring_slots_never_overlap(ops: list[tuple[str, int]], capacity: int) -> 
         assert all(0 <= a < b <= capacity for a, b in spans)
         assert all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1)), spans
         assert ring.used == sum(s.size for s in ring.live)
+
+
+def test_the_ring_wraps_into_the_room_its_tail_left() -> None:
+    ring = Ring(640)
+    for n in range(3):
+        offset = ring.fit(192)
+        assert offset is not None
+        ring.add(Slot(offset, 192, n, entry_id=(n, 0)))
+    assert [s.offset for s in ring.live] == [0, 192, 384] and ring.fit(192) is None
+    ring.release_before((2, 0))  # the first two: 384 bytes free at the start, 64 at the end
+    assert ring.fit(192) == 0
+    ring.add(Slot(0, 192, 3, entry_id=(3, 0)))
+    assert ring.fit(192) == 192  # wrapped: the gap up to the tail at 384
+    ring.add(Slot(192, 192, 4))
+    assert ring.fit(64) is None
+
+
+def test_an_empty_segment_file_is_payload_lost(store_dir: Path) -> None:
+    store_dir.mkdir(parents=True)
+    (store_dir / "seg-00000000000000ff").touch()
+    with pytest.raises(PayloadLost, match="is empty"):
+        StoreReader(store_dir).view(PayloadRef("seg-00000000000000ff", 0, 1, 1))
+
+
+def test_a_store_that_cannot_be_made_is_a_store_error(store_dir: Path) -> None:
+    store_dir.parent.mkdir(parents=True)
+    (store_dir.parent / "file").touch()
+    with pytest.raises(StoreError, match="Not a directory"):
+        StoreWriter(store_dir.parent / "file" / "stream", 4096)
+    with pytest.raises(StoreError, match="No space left on device"):
+        StoreWriter(store_dir, 1 << 62)  # more than the tmpfs: refused before anything is written
+    assert not list(store_dir.glob("seg-*"))
+
+
+def test_slots_of_a_segment_deleted_mid_batch_are_left_alone(store_dir: Path) -> None:
+    writer = StoreWriter(store_dir, 1 << 16)
+    old_slot, _ref = writer.put(b"a")
+    reservation = writer.reserve(10)
+    for path in store_dir.glob("seg-*"):
+        path.unlink()
+    new_slot, _ref = writer.put(b"b")
+    writer.abort(old_slot, 1)
+    writer.cancel(reservation)
+    assert writer.live_slots == 1 and new_slot.segment == writer.segment

@@ -24,6 +24,8 @@ class Slot:
     #: Written by the caller in place (a reservation it committed through :meth:`StoreWriter.adopt`): the
     #: caller's frame still points at it after a failed publish, so it is reopened, never reused.
     external: bool = False
+    #: The segment the slot is in (a writer that moved to a new segment leaves the old one's slots alone).
+    segment: str = ""
 
 
 class Ring:

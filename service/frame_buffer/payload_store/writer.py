@@ -122,9 +122,10 @@ class StoreWriter:
             self._open_segment()
         offset = self._ring.fit(size)
         if offset is None:
-            raise StoreFull(f"payload store {self.directory}: no {size} bytes free of {self.capacity}")
+            raise StoreFull(f"payload store {self.directory}: no room for {length} bytes ({self._ring.used} of "
+                            f"{self.capacity} held by entries some consumer group has not acked)")
         self._generation += 1
-        slot = Slot(offset, size, self._generation)
+        slot = Slot(offset, size, self._generation, segment=self.segment)
         self._ring.add(slot)
         SLOT_HEADER.pack_into(self._map, offset, MAGIC, 0, length)  # generation 0: being written
         return self._reopen(slot, length)
@@ -173,6 +174,8 @@ class StoreWriter:
 
     def cancel(self, reservation: Reservation) -> None:
         """Give up a reservation (its frame was dropped, or never written): its bytes are free again."""
+        if reservation.slot.segment != self.segment:
+            return
         self._open.pop(reservation.slot.offset + HEADER_BYTES, None)
         self._invalidate(reservation.slot)
         self._ring.abort(reservation.slot)
@@ -188,6 +191,8 @@ class StoreWriter:
         """``slot``'s publish failed: no entry refers to it (one that was written all the same finds another
         generation there: ``payload_lost``, never these pixels). A slot :meth:`put` filled is free again; an
         adopted one is reopened, with a new generation, for the retry of the frame that lives in it."""
+        if slot.segment != self.segment:
+            return  # its segment was deleted under us and abandoned: nothing there to free or keep
         self._invalidate(slot)
         if slot.external:
             self._generation += 1
@@ -210,8 +215,7 @@ class StoreWriter:
         return len(released)
 
     def _invalidate(self, slot: Slot) -> None:
-        if slot.offset + HEADER_BYTES <= len(self._map):
-            GENERATION.pack_into(self._map, slot.offset + GENERATION_AT, 0)
+        GENERATION.pack_into(self._map, slot.offset + GENERATION_AT, 0)
 
     def _abandon(self) -> None:
         self._ring.release_all()
