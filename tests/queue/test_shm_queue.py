@@ -3,6 +3,7 @@ shared Redis on its own streams, producers in real processes where a failure is 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -258,5 +259,28 @@ def test_without_a_group_nothing_is_released_and_a_consumer_takes_no_lock(make_s
     assert [d.frame.seq for d in take(consumer, "late", 2)] == [0, 1]
     consumer.trim()  # a group now: the trim answers the id still needed, and still no store to release
     assert consumer._writer is None
+    publisher.trim()
+    assert publisher.writer.live_slots == 0
+
+
+def test_a_killed_consumers_slots_are_released_once_its_entries_are_reclaimed_and_acked(
+    make_shm: ShmFactory, shm_root: Path  # noqa: F811
+) -> None:
+    publisher = make_shm(groups=("g",))
+    publisher.publish_many([Frame("cam", seq, image(seq)) for seq in range(3)])
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'service'}{os.pathsep}{ROOT}"}
+    args = [REDIS_URL, publisher.settings.stream, str(shm_root), "g", "3"]
+    child = subprocess.Popen([sys.executable, "-m", "tests.queue.shm_consumer", *args], cwd=ROOT, env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    held = json.loads(child.stdout.readline())
+    child.send_signal(signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL
+    publisher.trim()
+    assert publisher.writer.live_slots == 3, "pending in the dead consumer: still needed"
+    rescuer = make_shm(claim_min_idle_ms=50)
+    got = take(rescuer, "g", 3)  # reclaimed once idle 50 ms, then acked
+    assert sorted(d.id for d in got) == sorted(held)
+    assert [int(d.frame.data[0]) for d in sorted(got, key=lambda d: d.frame.seq)] == [0, 1, 2]
     publisher.trim()
     assert publisher.writer.live_slots == 0
