@@ -347,13 +347,10 @@ class FrameCodec:
 
 
 # -- payload references (FRAME_BUFFER_PAYLOAD_STORE=shm; docs/wire-format.md section 9) ------------------------
-#: A segment file's name: ``seg-`` and 16 lowercase hex digits. Nothing else is accepted from a stream, so a
-#: reference can never name a path outside the store's directory.
+#: A segment's name, ``seg-`` and 16 lowercase hex digits: nothing else, so a reference never names another path.
 _SEGMENT_NAME = re.compile(r"seg-[0-9a-f]{16}")
-#: Slots start on this boundary (a cache line), so an offset that is not a multiple of it is never a slot.
-SLOT_ALIGN = 64
-#: Largest encoded reference accepted (a valid one is under 50 bytes).
-MAX_REF_BYTES = 256
+SLOT_ALIGN = 64  # slots start on a cache line: any other offset is never a slot
+MAX_REF_BYTES = 256  # a valid reference is under 50 bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,9 +359,8 @@ class PayloadRef:
 
     ``segment`` names a file of the stream's store directory, ``offset`` is the slot's start in it (its
     64-byte slot header, then the payload), ``length`` the payload's bytes, and ``generation`` the number
-    the writer gave this use of the slot: a reader compares it with the slot header's, so a reference to a
-    slot that was reused or never committed is refused instead of read. The payload's checksum is the
-    header's ``sum``, verified after the payload is found, as for an inline payload.
+    the writer gave this use of the slot: a reference to a slot reused or never committed is refused, not
+    read. The payload's checksum is the header's ``sum``, verified as for an inline payload.
     """
 
     segment: str
