@@ -27,7 +27,7 @@ import numpy as np
 import redis
 
 from frame_buffer.frame import Frame
-from frame_buffer.queue import QueueSettings, RedisOptions, open_queue
+from frame_buffer.queue import QueueSettings, open_queue
 
 SIZES = {"1920x1080x3": (1080, 1920, 3), "640x480x3": (480, 640, 3)}
 GROUP = "bench"
@@ -46,9 +46,9 @@ class Case:
     rate: float
 
     def open(self, groups: tuple[str, ...] = ()) -> object:
-        options = RedisOptions(payload_store=self.store, shm_dir=self.shm_dir, shm_bytes=1 << 30)  # type: ignore[arg-type]
-        return open_queue("redis", redis_url=self.url, redis_options=options,
-                          settings=QueueSettings(stream=self.stream, groups=groups, max_lag=200))
+        settings = QueueSettings(stream=self.stream, groups=groups, max_lag=200, payload_store=self.store,  # type: ignore[arg-type]
+                                 shm_dir=self.shm_dir, shm_bytes=1 << 30)
+        return open_queue("redis", redis_url=self.url, settings=settings)
 
 
 def produce(case: Case) -> None:

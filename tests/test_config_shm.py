@@ -15,7 +15,7 @@ from tests.conftest import REDIS_URL
 
 def test_inline_is_the_default_and_opens_the_queue_of_before() -> None:
     settings = Settings.load(environ={"FRAME_BUFFER_REDIS_URL": REDIS_URL})
-    assert settings.redis_options() == RedisOptions()
+    assert settings.redis_options() == RedisOptions() and settings.queue_settings().payload_store == "inline"
     queue = settings.open_queue(groups=[])
     assert type(queue) is RedisStreamsQueue
     queue.close()

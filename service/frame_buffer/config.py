@@ -43,10 +43,7 @@ from frame_buffer.queue import FrameQueue, open_queue
 from frame_buffer.queue.settings import (
     DEFAULT_AMQP_URL,
     DEFAULT_REDIS_URL,
-    DEFAULT_SHM_BYTES,
-    DEFAULT_SHM_DIR,
     Backend,
-    PayloadStore,
     QueueOptions,
     QueueSettings,
     RedisOptions,
@@ -100,9 +97,8 @@ class Settings(QueueOptions):
     """Everything the service and the commands can be configured with: one flat name per setting (the
     variable is ``FRAME_BUFFER_<NAME>``, the YAML key ``<name>``, the flag ``--<name>``).
 
-    The queue's settings (``stream``, ``max_lag``, ``publish_timeout_s``, ``claim_min_idle_ms``,
-    ``max_deliveries``) are inherited from :class:`~frame_buffer.queue.settings.QueueOptions`, with their
-    defaults and checks; every field's check is in its annotation (see ``frame_buffer.checks``).
+    The queue's settings (``stream``, ``max_lag``, ``payload_store``, ...) are inherited from
+    :class:`~frame_buffer.queue.settings.QueueOptions` with their defaults; every check is in its annotation.
 
     Args:
         backend: ``redis`` (default), ``rabbitmq`` or ``memory``.
@@ -114,9 +110,6 @@ class Settings(QueueOptions):
         redis_replica_acks: after each publish, ``WAIT`` until this many replicas have it (0: do not wait);
             fewer within ``redis_replica_timeout_ms`` is a failed publish (retried, then spooled).
         redis_replica_timeout_ms: how long that ``WAIT`` may take.
-        payload_store: ``inline`` (default: the payload in the stream entry) or ``shm`` (the ``redis`` backend on
-            one stream keeps payloads in a same-host shared-memory store and sends references; issue 18).
-        shm_bytes: size of that store per stream, in bytes (1 MiB to 1 TiB). shm_dir: its directory, absolute.
         amqp_url: RabbitMQ broker of the ``rabbitmq`` backend.
         group: consumer group of this service's workers; also declared up front.
         consumer_prefix: consumers are named ``<prefix>-<index>``; stable across restarts (default: hostname).
@@ -146,9 +139,6 @@ class Settings(QueueOptions):
     shards: Annotated[int | None, Bound(1, 1024)] = None
     redis_replica_acks: Annotated[int, Bound(0, 16)] = 0
     redis_replica_timeout_ms: Annotated[int, Bound(1, 60_000)] = 1000
-    payload_store: PayloadStore = "inline"
-    shm_bytes: Annotated[int, Bound(1 << 20, 1 << 40)] = DEFAULT_SHM_BYTES
-    shm_dir: str = DEFAULT_SHM_DIR
     amqp_url: Annotated[str, AMQP_URL] = DEFAULT_AMQP_URL
     group: Annotated[str, NAME] = "workers"
     consumer_prefix: Annotated[str, NAME] = field(default_factory=socket.gethostname)
@@ -188,12 +178,7 @@ class Settings(QueueOptions):
         if (self.redis_mode == "cluster" or self.shard_count > 1) and ("{" in self.stream or "}" in self.stream):
             # shard keys are <stream>:{<tag>}, and Redis hashes the first {...} of a key
             yield "stream", f"must not contain {{ or }} with shard streams (hash tags), got {show(self.stream)}", ()
-        if not self.shm_dir.startswith("/") or any(not ch.isprintable() for ch in self.shm_dir):
-            yield "shm_dir", f"must be an absolute path, got {show(self.shm_dir)}", ()
-        if self.payload_store == "shm" and (self.backend != "redis" or self.redis_mode == "cluster"
-                                            or self.shard_count > 1):
-            yield ("payload_store", "shm works with the redis backend on one stream (redis_mode standalone, "
-                   "shards 1) only", ("backend", "redis_mode", "shards"))
+        yield from self.store_problems(self.backend, self.redis_mode, self.shard_count)
         if self.retry_cap_s < self.retry_base_s:
             yield ("retry_cap_s", f"retry_cap_s {self.retry_cap_s} must be at least retry_base_s {self.retry_base_s}",
                    ("retry_base_s",))
@@ -231,7 +216,7 @@ class Settings(QueueOptions):
     def redis_options(self) -> RedisOptions:
         """The ``redis`` backend's layout and durability these settings describe."""
         return RedisOptions(self.redis_mode, self.shard_count, self.redis_replica_acks,
-                            self.redis_replica_timeout_ms, self.payload_store, self.shm_bytes, self.shm_dir)
+                            self.redis_replica_timeout_ms)
 
     def codec(self) -> FrameCodec:
         """The wire codec these settings describe."""

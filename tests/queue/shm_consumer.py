@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from frame_buffer.queue import QueueSettings
 from frame_buffer.queue.redis_streams.shm import ShmStreamsQueue
@@ -13,7 +12,7 @@ from frame_buffer.queue.redis_streams.shm import ShmStreamsQueue
 
 def main() -> None:
     url, stream, shm_dir, group, count = sys.argv[1:6]
-    queue = ShmStreamsQueue(url, QueueSettings(stream=stream), store_root=Path(shm_dir), store_bytes=1 << 20)
+    queue = ShmStreamsQueue(url, QueueSettings(stream=stream, payload_store="shm", shm_dir=shm_dir))
     held = queue.consume(group, "doomed", count=int(count), block_ms=5000)
     print(json.dumps([d.id for d in held]), flush=True)
     sys.stdin.read()

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -22,8 +21,9 @@ def frame(seq: int, nbytes: int) -> Frame:
 
 def main() -> None:
     url, stream, shm_dir, shm_bytes, count, nbytes, then = sys.argv[1:8]
-    queue = ShmStreamsQueue(url, QueueSettings(stream=stream, publish_timeout_s=120), store_root=Path(shm_dir),
-                            store_bytes=int(shm_bytes))
+    settings = QueueSettings(stream=stream, publish_timeout_s=120, payload_store="shm", shm_dir=shm_dir,
+                             shm_bytes=int(shm_bytes))
+    queue = ShmStreamsQueue(url, settings)
     for seq in range(int(count)):
         print(queue.publish(frame(seq, int(nbytes))), flush=True)
     if then == "hold":

@@ -37,8 +37,9 @@ def make_shm(shm_root: Path, stream_name: str) -> Iterator[ShmFactory]:  # noqa:
     opened: list[ShmStreamsQueue] = []
 
     def make(store_bytes: int = 64 << 20, **overrides: object) -> ShmStreamsQueue:
-        settings = QueueSettings(stream=stream_name, **overrides)  # type: ignore[arg-type]
-        queue = ShmStreamsQueue(REDIS_URL, settings, store_root=shm_root, store_bytes=store_bytes)
+        settings = QueueSettings(stream=stream_name, payload_store="shm", shm_dir=str(shm_root), shm_bytes=store_bytes,
+                                 **overrides)  # type: ignore[arg-type]
+        queue = ShmStreamsQueue(REDIS_URL, settings)
         opened.append(queue)
         return queue
 
@@ -122,14 +123,15 @@ def test_slots_are_released_only_once_every_group_acked_or_dead_lettered(make_sh
 
 
 def test_a_full_store_is_backpressure_until_consumers_ack(make_shm: ShmFactory) -> None:
-    publisher = make_shm(store_bytes=3 * slot_bytes(100_000), groups=("g",), publish_timeout_s=0.3)
+    size = 400_000
+    publisher = make_shm(store_bytes=3 * slot_bytes(size), groups=("g",), publish_timeout_s=0.3)
     consumer = make_shm()
-    publisher.publish_many([Frame("cam", seq, image(seq)) for seq in range(3)])
-    with pytest.raises(BackpressureTimeout, match="no room for 100000 bytes"):
-        publisher.publish(Frame("cam", 3, image(3)))
+    publisher.publish_many([Frame("cam", seq, image(seq, size)) for seq in range(3)])
+    with pytest.raises(BackpressureTimeout, match=f"no room for {size} bytes"):
+        publisher.publish(Frame("cam", 3, image(3, size)))
     assert publisher.writer.live_slots == 3, "the refused frame left nothing behind"
     take(consumer, "g", 3)
-    publisher.publish(Frame("cam", 3, image(3)))
+    publisher.publish(Frame("cam", 3, image(3, size)))
     (delivery,) = take(consumer, "g", 1)
     assert delivery.frame.seq == 3 and int(delivery.frame.data[0]) == 3
 
@@ -171,17 +173,18 @@ def test_hostile_references_are_dead_lettered_and_the_consumer_keeps_going(make_
 
 
 def test_open_queue_chooses_the_store_only_when_asked(shm_root: Path, stream_name: str) -> None:  # noqa: F811
-    settings = QueueSettings(stream=stream_name)
-    inline = open_queue("redis", redis_url=REDIS_URL, settings=settings)
+    inline = open_queue("redis", redis_url=REDIS_URL, settings=QueueSettings(stream=stream_name))
     assert type(inline) is RedisStreamsQueue
     inline.close()
-    options = RedisOptions(payload_store="shm", shm_dir=str(shm_root), shm_bytes=1 << 20)
-    shm = open_queue("redis", redis_url=REDIS_URL, settings=settings, redis_options=options)
+    settings = QueueSettings(stream=stream_name, payload_store="shm", shm_dir=str(shm_root), shm_bytes=1 << 20)
+    shm = open_queue("redis", redis_url=REDIS_URL, settings=settings)
     assert type(shm) is ShmStreamsQueue and shm.store_directory == shm_root / stream_name
+    assert shm.store_bytes == 1 << 20
     shm.close()
     with pytest.raises(ValueError, match="one stream on one Redis server"):
-        open_queue("redis", redis_url=REDIS_URL, settings=settings,
-                   redis_options=RedisOptions(payload_store="shm", shards=4))
+        open_queue("redis", redis_url=REDIS_URL, settings=settings, redis_options=RedisOptions(shards=4))
+    with pytest.raises(ValueError, match="shm_dir: must be an absolute path, got 'here'"):
+        QueueSettings(shm_dir="here")
 
 
 # -- failures with real processes -----------------------------------------------------------------------------

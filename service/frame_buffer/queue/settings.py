@@ -7,10 +7,11 @@ adds the groups a command declares. The checks are in the annotations (see ``fra
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Literal, get_args
 
-from frame_buffer.checks import DAY_S, NAME, Bound, field_problems
+from frame_buffer.checks import ABSOLUTE_PATH, DAY_S, NAME, Bound, field_problems
 
 #: The local Redis and RabbitMQ every command talks to unless told otherwise.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -39,6 +40,11 @@ class QueueOptions:
         publish_timeout_s: how long publish waits under backpressure before ``BackpressureTimeout``.
         claim_min_idle_ms: a pending entry idle this long is reclaimed by another consumer of its group.
         max_deliveries: an entry delivered more often than this is dead-lettered (``delivery_limit``).
+        payload_store: ``inline`` (the payload in the stream entry) or ``shm`` (the ``redis`` backend on one
+            standalone stream keeps payloads in a same-host shared-memory store and the entry carries a
+            reference: docs/wire-format.md section 9); other backends ignore it.
+        shm_bytes: the ``shm`` store's size per stream, in bytes (a full store is backpressure).
+        shm_dir: the directory of the ``shm`` stores (a tmpfs), absolute; one subdirectory per stream.
     """
 
     stream: Annotated[str, NAME] = DEFAULT_STREAM
@@ -46,10 +52,19 @@ class QueueOptions:
     publish_timeout_s: Annotated[float, Bound(0, DAY_S)] = 30.0
     claim_min_idle_ms: Annotated[int, Bound(1, DAY_S * 1000)] = 30_000
     max_deliveries: Annotated[int, Bound(1, 1000)] = 5
+    payload_store: PayloadStore = "inline"
+    shm_bytes: Annotated[int, Bound(1 << 20, 1 << 40)] = DEFAULT_SHM_BYTES
+    shm_dir: Annotated[str, ABSOLUTE_PATH] = DEFAULT_SHM_DIR
 
     def __post_init__(self) -> None:
         for name, reason in field_problems(self):
             raise ValueError(f"{name}: {reason}")
+
+    def store_problems(self, backend: str, mode: str, shards: int) -> Iterator[tuple[str, str, tuple[str, ...]]]:
+        """Why the payload store cannot serve this backend and layout, as (setting, reason, related settings)."""
+        if self.payload_store == "shm" and (backend != "redis" or mode == "cluster" or shards > 1):
+            yield ("payload_store", "shm works with the redis backend on one stream (redis_mode standalone, "
+                   "shards 1) only", ("backend", "redis_mode", "shards"))
 
 
 @dataclass(frozen=True)
@@ -77,16 +92,9 @@ class RedisOptions:
         shards: shard streams; 1 on one server is the single stream of before.
         replica_acks: ``WAIT`` for this many replicas after each publish; fewer in time is a failed publish.
         replica_timeout_ms: how long that ``WAIT`` may take.
-        payload_store: ``inline`` (the payload in the stream entry) or ``shm`` (in a same-host shared-memory
-            store, the entry carrying a reference; one stream on one server only: docs/wire-format.md section 9).
-        shm_bytes: the ``shm`` store's size in bytes, per stream.
-        shm_dir: the directory the ``shm`` stores are in (a tmpfs), one subdirectory per stream.
     """
 
     mode: Literal["standalone", "cluster"] = "standalone"
     shards: int = 1
     replica_acks: int = 0
     replica_timeout_ms: int = 1000
-    payload_store: PayloadStore = "inline"
-    shm_bytes: int = DEFAULT_SHM_BYTES
-    shm_dir: str = DEFAULT_SHM_DIR

@@ -36,7 +36,8 @@ from frame_buffer.queue.settings import DEFAULT_REDIS_URL
 
 
 class ShmStreamsQueue(RedisStreamsQueue):
-    """:class:`RedisStreamsQueue` whose payloads live in a store of ``store_bytes`` under ``store_root``/<stream>.
+    """:class:`RedisStreamsQueue` whose payloads live in a store of ``settings.shm_bytes`` under
+    ``settings.shm_dir``/<stream>; ``options`` are :class:`RedisStreamsQueue`'s.
 
     Producers and consumers must share the host (and the tmpfs): a reference means nothing elsewhere.
     """
@@ -48,14 +49,11 @@ class ShmStreamsQueue(RedisStreamsQueue):
         url: str = DEFAULT_REDIS_URL,
         settings: QueueSettings | None = None,
         codec: FrameCodec | None = None,
-        *,
-        store_root: Path,
-        store_bytes: int,
         **options: Any,
     ) -> None:
         super().__init__(url, settings, codec, **options)
-        self.store_directory = store_directory(store_root, self.settings.stream)
-        self.store_bytes = store_bytes
+        self.store_directory = store_directory(Path(self.settings.shm_dir), self.settings.stream)
+        self.store_bytes = self.settings.shm_bytes
         self._writer: StoreWriter | None = None
         self._reader = StoreReader(self.store_directory)
 
