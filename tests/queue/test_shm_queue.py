@@ -16,8 +16,10 @@ import msgpack
 import numpy as np
 import pytest
 import redis
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
-from frame_buffer.codec import PayloadRef, encode_ref
+from frame_buffer.codec import PayloadRef, decode_ref, encode_ref
 from frame_buffer.frame import Frame
 from frame_buffer.payload_store.layout import slot_bytes
 from frame_buffer.queue import BackpressureTimeout, Delivery, QueueSettings, RedisOptions, StreamWrongType, open_queue
@@ -287,3 +289,45 @@ def test_a_killed_consumers_slots_are_released_once_its_entries_are_reclaimed_an
     assert [int(d.frame.data[0]) for d in sorted(got, key=lambda d: d.frame.seq)] == [0, 1, 2]
     publisher.trim()
     assert publisher.writer.live_slots == 0
+
+
+# -- hostile references against a live store: never another slot's pixels -------------------------------------
+@pytest.fixture
+def store_with_three(make_shm: ShmFactory) -> tuple[ShmStreamsQueue, ShmStreamsQueue, dict[PayloadRef, bytes]]:
+    """A publisher, a consumer, and the references (with their headers) of three frames delivered, never acked
+    (and never reclaimed: the store keeps them for the whole test)."""
+    publisher, consumer = make_shm(groups=("g",)), make_shm(claim_min_idle_ms=3_600_000)
+    publisher.publish_many([Frame("cam", seq, image(seq, 1000 + seq * 64)) for seq in range(3)])
+    take(consumer, "g", 3, ack=False)
+    entries = publisher.client.xrange(publisher.settings.stream)
+    return publisher, consumer, {decode_ref(fields[b"r"]): fields[b"h"] for _id, fields in entries}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_forged_reference_yields_its_own_slots_pixels_or_nothing(
+    store_with_three: tuple[ShmStreamsQueue, ShmStreamsQueue, dict[PayloadRef, bytes]], data: st.DataObject
+) -> None:
+    publisher, consumer, real = store_with_three
+    ordered = sorted(real, key=lambda r: r.offset)
+    base = data.draw(st.sampled_from(ordered))
+    forged = PayloadRef(
+        data.draw(st.sampled_from([base.segment, "seg-0123456789abcdef"])),
+        max(0, base.offset + 64 * data.draw(st.integers(-20, 20))),
+        max(0, base.length + data.draw(st.sampled_from([0, 0, 1, -1, 64, -64, 10**6]))),
+        max(1, base.generation + data.draw(st.integers(-2, 2))),
+    )
+    header = real[data.draw(st.sampled_from(ordered))]
+    entry_id = publisher.client.xadd(publisher.settings.stream, {"h": header, "r": encode_ref(forged)}).decode()
+    got = consumer.consume("g", "c1", count=1, block_ms=0)
+    consumer.ack(got)
+    event("delivered" if got else "dead-lettered")
+    if got:
+        (delivery,) = got
+        assert delivery.id == entry_id
+        assert forged in real and real[forged] == header, f"{forged} delivered, but no slot was committed as it"
+        assert np.all(delivery.frame.data == delivery.frame.seq % 251)
+    else:
+        ((_id, letter),) = publisher.client.xrevrange(consumer.dead_letter_name, count=1)
+        assert letter[b"original_id"].decode() == entry_id
+        assert letter[b"reason"] in {b"payload_lost", b"bad_checksum", b"truncated", b"bad_length"}, letter
