@@ -27,6 +27,7 @@ from frame_buffer.queue.redis_streams import RedisStreamsQueue
 from frame_buffer.queue.redis_streams.shm import ShmStreamsQueue
 from tests.conftest import REDIS_URL
 from tests.payload_store.conftest import shm_root  # noqa: F401 - the fixture
+from tests.servers import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 60.0
@@ -331,3 +332,24 @@ def test_a_forged_reference_yields_its_own_slots_pixels_or_nothing(
         ((_id, letter),) = publisher.client.xrevrange(consumer.dead_letter_name, count=1)
         assert letter[b"original_id"].decode() == entry_id
         assert letter[b"reason"] in {b"payload_lost", b"bad_checksum", b"truncated", b"bad_length"}, letter
+
+
+def test_redis_killed_with_aof_gives_back_the_references_and_the_payloads_are_still_there(
+    redis_server: RedisServer, shm_root: Path, stream_name: str  # noqa: F811
+) -> None:
+    settings = QueueSettings(stream=stream_name, groups=("g",), payload_store="shm", shm_dir=str(shm_root),
+                             shm_bytes=1 << 20)
+    publisher = ShmStreamsQueue(redis_server.url, settings)
+    publisher.publish_many([Frame("cam", seq, image(seq, 1000)) for seq in range(3)])
+    redis_server.kill()  # SIGKILL; appendfsync always: every XADD that returned is in the AOF
+    redis_server.start()
+    consumer = ShmStreamsQueue(redis_server.url, settings)
+    got = take(consumer, "g", 3)
+    assert [(d.frame.seq, int(d.frame.data[0])) for d in got] == [(0, 0), (1, 1), (2, 2)]
+    publisher.publish(Frame("cam", 3, image(3, 1000)))  # the producer lived through it: its ring goes on
+    (after,) = take(consumer, "g", 1)
+    assert int(after.frame.data[0]) == 3
+    publisher.trim()
+    assert publisher.writer.live_slots == 0
+    publisher.close()
+    consumer.close()
