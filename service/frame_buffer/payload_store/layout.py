@@ -18,6 +18,7 @@ reader that finds the reference's generation there sees a committed payload that
 
 from __future__ import annotations
 
+import mmap
 import struct
 from pathlib import Path
 
@@ -32,6 +33,9 @@ HEADER_BYTES = SLOT_ALIGN
 SLOT_HEADER = struct.Struct("<4s4xQQ")
 GENERATION_AT = 8
 GENERATION = struct.Struct("<Q")
+#: Map every page at once: otherwise the first lap through a segment takes a page fault per 4 KiB, which more
+#: than doubled the cost of writing a Full HD frame (2.0 ms against 0.5 ms here); a 1 GiB map costs ~0.3 s once.
+MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 LOCK_NAME = "writer.lock"
 SEGMENT_GLOB = "seg-*"
 

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from frame_buffer.codec import CodecError, PayloadRef
-from frame_buffer.payload_store.layout import HEADER_BYTES, MAGIC, SLOT_HEADER
+from frame_buffer.payload_store.layout import HEADER_BYTES, MAGIC, MAP_POPULATE, SLOT_HEADER
 
 #: Mapped segments a reader keeps; the oldest is unmapped when another is opened (if no view of it is left).
 MAX_MAPPED = 4
@@ -64,7 +64,7 @@ class StoreReader:
             size = os.fstat(fd).st_size
             if size == 0:
                 raise PayloadLost(f"segment {name} of {self.directory} is empty")
-            mapped = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+            mapped = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | MAP_POPULATE, prot=mmap.PROT_READ)
         finally:
             os.close(fd)
         if len(self._maps) >= MAX_MAPPED:

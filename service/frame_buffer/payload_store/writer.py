@@ -39,6 +39,7 @@ from frame_buffer.payload_store.layout import (
     HEADER_BYTES,
     LOCK_NAME,
     MAGIC,
+    MAP_POPULATE,
     SEGMENT_GLOB,
     SLOT_HEADER,
     StoreError,
@@ -100,7 +101,7 @@ class StoreWriter:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o640)
         try:
             os.posix_fallocate(fd, 0, self.capacity)
-            self._map = mmap.mmap(fd, self.capacity)
+            self._map = mmap.mmap(fd, self.capacity, flags=mmap.MAP_SHARED | MAP_POPULATE)
         except OSError as exc:
             os.close(fd)
             path.unlink(missing_ok=True)
