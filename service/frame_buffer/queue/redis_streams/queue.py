@@ -184,7 +184,7 @@ class RedisStreamsQueue(FrameQueue):
         if isinstance(reply, redis.exceptions.NoScriptError):
             with contextlib.suppress(redis.RedisError):
                 self._run_trim()
-        elif not isinstance(reply, Exception):
+        else:
             self._after_trim(reply)
 
     def _measure_backlog(self) -> tuple[int, bool]:
@@ -209,8 +209,9 @@ class RedisStreamsQueue(FrameQueue):
         return self._after_trim(reply)
 
     def _after_trim(self, reply: Any) -> int:
-        """What the trim script answered, as the number of entries trimmed (a subclass acts on more)."""
-        return int(reply)
+        """What the trim script answered, as the number of entries trimmed (a subclass acts on more); an error
+        reply (the trim inside a publish's EXEC failed) counts 0 and is left to the next trim. Never raises."""
+        return reply if isinstance(reply, int) else 0
 
     # -- consuming --------------------------------------------------------------------------------------
     def ensure_group(self, group: str) -> None:

@@ -119,7 +119,7 @@ class ShmStreamsQueue(RedisStreamsQueue):
 
     def _after_trim(self, reply: Any) -> int:
         if not isinstance(reply, list):
-            return int(reply)  # no stream or no group yet: nothing trimmed, nothing released
+            return super()._after_trim(reply)  # no stream or no group yet (or an error): nothing released
         trimmed, needed = reply
         if self._writer is not None:
             self._writer.release_before(id_to_str(needed))
