@@ -255,6 +255,17 @@ def test_a_slow_consumer_holding_views_never_sees_them_overwritten(make_shm: Shm
     assert child.wait() == 0
 
 
+def test_deleting_the_streams_keys_deletes_its_store(make_shm: ShmFactory) -> None:
+    publisher, consumer = make_shm(groups=("g",)), make_shm()
+    publisher.publish(Frame("cam", 0, image(0)))
+    assert list(publisher.store_directory.glob("seg-*"))
+    assert publisher.delete_keys() == 1
+    assert not publisher.store_directory.exists()
+    assert consumer.delete_keys() == 0  # nothing left, and no writer of its own
+    publisher.publish(Frame("cam", 1, image(1)))  # a new store, as for a new stream
+    assert [d.frame.seq for d in take(consumer, "late", 1)] == [1]
+
+
 def test_without_a_group_nothing_is_released_and_a_consumer_takes_no_lock(make_shm: ShmFactory) -> None:
     publisher, consumer = make_shm(), make_shm()
     publisher.publish_many([Frame("cam", seq, image(seq)) for seq in range(2)])

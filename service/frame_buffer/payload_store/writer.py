@@ -93,7 +93,11 @@ class StoreWriter:
         self._retired = sorted(directory.glob(SEGMENT_GLOB))  # earlier writers': readable until released
         self._first_id: tuple[int, int] | None = None
         self._generation = 0
-        self._open_segment()
+        try:
+            self._open_segment()
+        except StoreError:
+            os.close(self._lock)  # or a retry from this process would find the store "written by another"
+            raise
 
     def _open_segment(self) -> None:
         self.segment = f"seg-{secrets.token_hex(8)}"

@@ -18,6 +18,7 @@ shared memory, without a copy.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,6 +144,16 @@ class ShmStreamsQueue(RedisStreamsQueue):
                 continue
             found.append(dataclasses.replace(entry, payload=view))
         return super()._decode_or_dead_letter(group, consumer, found, received_ns)
+
+    def delete_keys(self) -> int:
+        """Delete the stream and its dead letters (a command's own stream) and the stream's store with them:
+        nothing refers to its payloads any more."""
+        deleted = super().delete_keys()
+        if self._writer is not None:
+            self._writer.close(remove=True)
+            self._writer = None
+        shutil.rmtree(self.store_directory, ignore_errors=True)
+        return deleted
 
     def close(self) -> None:
         """Close the connection; unmap the store (its files stay: entries still refer to them)."""
