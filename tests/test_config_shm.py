@@ -22,12 +22,12 @@ def test_inline_is_the_default_and_opens_the_queue_of_before() -> None:
 
 
 def test_shm_opens_the_store_backed_queue(tmp_path: Path) -> None:
-    environ = {"FRAME_BUFFER_PAYLOAD_STORE": "shm", "FRAME_BUFFER_SHM_BYTES": "2097152",
+    environ = {"FRAME_BUFFER_PAYLOAD_STORE": "shm", "FRAME_BUFFER_SHM_BYTES": "67108864",
                "FRAME_BUFFER_SHM_DIR": str(tmp_path), "FRAME_BUFFER_REDIS_URL": REDIS_URL}
     settings = Settings.load(environ=environ)
     queue = settings.open_queue(groups=[])
     assert type(queue) is ShmStreamsQueue
-    assert (queue.store_directory, queue.store_bytes) == (tmp_path / "frame_queue", 2097152)
+    assert (queue.store_directory, queue.store_bytes) == (tmp_path / "frame_queue", 67108864)
     queue.close()
 
 
@@ -40,6 +40,10 @@ def test_shm_opens_the_store_backed_queue(tmp_path: Path) -> None:
         ({"FRAME_BUFFER_PAYLOAD_STORE": "shm", "FRAME_BUFFER_BACKEND": "rabbitmq"},
          "FRAME_BUFFER_PAYLOAD_STORE: shm works with the redis backend on one stream"),
         ({"FRAME_BUFFER_PAYLOAD_STORE": "shm", "FRAME_BUFFER_SHARDS": "4"}, "FRAME_BUFFER_PAYLOAD_STORE: shm works"),
+        ({"FRAME_BUFFER_PAYLOAD_STORE": "shm", "FRAME_BUFFER_SHM_BYTES": "33554432"},
+         "FRAME_BUFFER_SHM_BYTES: must hold the largest frame, at least max_frame_bytes . 64 = 33554496, got 33554432"),
+        ({"FRAME_BUFFER_PAYLOAD_STORE": "shm", "FRAME_BUFFER_SHM_BYTES": "1048576",
+          "FRAME_BUFFER_MAX_FRAME_BYTES": "2000000"}, "FRAME_BUFFER_SHM_BYTES: must hold the largest frame"),
     ],
 )
 def test_wrong_store_settings_are_refused_naming_the_variable(environ: dict[str, str], message: str) -> None:

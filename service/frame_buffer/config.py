@@ -178,7 +178,7 @@ class Settings(QueueOptions):
         if (self.redis_mode == "cluster" or self.shard_count > 1) and ("{" in self.stream or "}" in self.stream):
             # shard keys are <stream>:{<tag>}, and Redis hashes the first {...} of a key
             yield "stream", f"must not contain {{ or }} with shard streams (hash tags), got {show(self.stream)}", ()
-        yield from self.store_problems(self.backend, self.redis_mode, self.shard_count)
+        yield from self.store_problems(self.backend, self.redis_mode, self.shard_count, self.max_frame_bytes)
         if self.retry_cap_s < self.retry_base_s:
             yield ("retry_cap_s", f"retry_cap_s {self.retry_cap_s} must be at least retry_base_s {self.retry_base_s}",
                    ("retry_base_s",))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal, get_args
 
 from frame_buffer.checks import ABSOLUTE_PATH, DAY_S, NAME, Bound, field_problems
+from frame_buffer.codec import SLOT_ALIGN
 
 #: The local Redis and RabbitMQ every command talks to unless told otherwise.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -60,11 +61,17 @@ class QueueOptions:
         for name, reason in field_problems(self):
             raise ValueError(f"{name}: {reason}")
 
-    def store_problems(self, backend: str, mode: str, shards: int) -> Iterator[tuple[str, str, tuple[str, ...]]]:
-        """Why the payload store cannot serve this backend and layout, as (setting, reason, related settings)."""
-        if self.payload_store == "shm" and (backend != "redis" or mode == "cluster" or shards > 1):
+    def store_problems(self, backend: str, mode: str, shards: int,
+                       max_frame_bytes: int) -> Iterator[tuple[str, str, tuple[str, ...]]]:
+        """Why the payload store cannot serve this backend, layout and frame size, as (setting, reason, related)."""
+        if self.payload_store != "shm":
+            return
+        if backend != "redis" or mode == "cluster" or shards > 1:
             yield ("payload_store", "shm works with the redis backend on one stream (redis_mode standalone, "
                    "shards 1) only", ("backend", "redis_mode", "shards"))
+        if self.shm_bytes < max_frame_bytes + SLOT_ALIGN:  # a slot: a 64-byte header and the payload
+            yield ("shm_bytes", f"must hold the largest frame, at least max_frame_bytes + {SLOT_ALIGN} = "
+                   f"{max_frame_bytes + SLOT_ALIGN}, got {self.shm_bytes}", ("max_frame_bytes",))
 
 
 @dataclass(frozen=True)
