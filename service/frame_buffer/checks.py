@@ -224,12 +224,17 @@ def _printable_items_problem(items: tuple[str, ...]) -> str | None:
     return None if bad is None else f"must be printable text, got {show(bad)}"
 
 
+def _absolute_path_problem(path: str) -> str | None:
+    return None if path.startswith("/") and path.isprintable() else f"must be an absolute path, got {show(path)}"
+
+
 NAME = Rule(name_problem)
 HOST = Rule(host_problem)
 REDIS_URL = Rule(redis_url_problem)
 AMQP_URL = Rule(amqp_url_problem)
 HANDLER = Rule(_handler_problem)
 PRINTABLE_ITEMS = Rule(_printable_items_problem)
+ABSOLUTE_PATH = Rule(_absolute_path_problem)
 
 
 # -- reading the rules from the annotations --------------------------------------------------------------

@@ -14,6 +14,7 @@ exact types (``bool`` is not an ``int`` here, and it is fast): they cost about a
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
@@ -343,3 +344,57 @@ class FrameCodec:
         if len(raw) != size:
             raise CodecError("bad_payload", f"lz4 block decompressed to {len(raw)} bytes, expected {size}")
         return raw
+
+
+# -- payload references (FRAME_BUFFER_PAYLOAD_STORE=shm; docs/wire-format.md section 9) ------------------------
+#: A segment's name, ``seg-`` and 16 lowercase hex digits: nothing else, so a reference never names another path.
+_SEGMENT_NAME = re.compile(r"seg-[0-9a-f]{16}")
+SLOT_ALIGN = 64  # slots start on a cache line: any other offset is never a slot
+MAX_REF_BYTES = 256  # a valid reference is under 50 bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadRef:
+    """Where a payload lies in a shared-memory store: a claim check instead of the bytes.
+
+    ``segment`` names a file of the stream's store directory, ``offset`` is the slot's start in it (its
+    64-byte slot header, then the payload), ``length`` the payload's bytes, and ``generation`` the number
+    the writer gave this use of the slot: a reference to a slot reused or never committed is refused, not
+    read. The payload's checksum is the header's ``sum``, verified as for an inline payload.
+    """
+
+    segment: str
+    offset: int
+    length: int
+    generation: int
+
+
+def encode_ref(ref: PayloadRef) -> bytes:
+    """The stream field ``r``: a msgpack array ``[segment, offset, length, generation]``."""
+    return msgpack.packb([ref.segment, ref.offset, ref.length, ref.generation])  # type: ignore[no-any-return]
+
+
+def decode_ref(raw: object) -> PayloadRef:
+    """Decode a stream's ``r`` field; total: raises :class:`CodecError` ``bad_reference`` and nothing else."""
+    if type(raw) not in _BUFFERS:
+        raise CodecError("bad_reference", f"reference is a {type(raw).__name__}, not bytes")
+    size = memoryview(raw).nbytes  # type: ignore[arg-type]
+    if size > MAX_REF_BYTES:
+        raise CodecError("bad_reference", f"reference is {size} bytes, more than {MAX_REF_BYTES}")
+    try:
+        fields = msgpack.unpackb(raw, raw=False, max_str_len=MAX_REF_BYTES, max_bin_len=MAX_REF_BYTES,
+                                 max_array_len=MAX_REF_BYTES, max_map_len=MAX_REF_BYTES, max_ext_len=MAX_REF_BYTES)
+    except Exception as exc:  # untrusted bytes: whatever the parser raises means "not a reference"
+        raise CodecError("bad_reference", f"reference is not valid msgpack ({_describe(exc)})") from exc
+    if type(fields) is not list or len(fields) != 4:
+        raise CodecError("bad_reference", f"reference is {_show(fields)}, must be an array of 4 items")
+    segment, offset, length, generation = fields
+    if type(segment) is not str or not _SEGMENT_NAME.fullmatch(segment):
+        _bad("bad_reference", "segment", segment, "'seg-' and 16 lowercase hex digits")
+    if type(offset) is not int or not 0 <= offset < _INT63 or offset % SLOT_ALIGN:
+        _bad("bad_reference", "offset", offset, f"an int 0 <= offset < 2**63, a multiple of {SLOT_ALIGN}")
+    if type(length) is not int or not 0 <= length < _INT63:
+        _bad("bad_reference", "length", length, "an int 0 <= length < 2**63")
+    if type(generation) is not int or not 0 < generation < _UINT64:
+        _bad("bad_reference", "generation", generation, "an int 0 < generation < 2**64")
+    return PayloadRef(segment, offset, length, generation)

@@ -97,9 +97,8 @@ class Settings(QueueOptions):
     """Everything the service and the commands can be configured with: one flat name per setting (the
     variable is ``FRAME_BUFFER_<NAME>``, the YAML key ``<name>``, the flag ``--<name>``).
 
-    The queue's settings (``stream``, ``max_lag``, ``publish_timeout_s``, ``claim_min_idle_ms``,
-    ``max_deliveries``) are inherited from :class:`~frame_buffer.queue.settings.QueueOptions`, with their
-    defaults and checks; every field's check is in its annotation (see ``frame_buffer.checks``).
+    The queue's settings (``stream``, ``max_lag``, ``payload_store``, ...) are inherited from
+    :class:`~frame_buffer.queue.settings.QueueOptions` with their defaults; every check is in its annotation.
 
     Args:
         backend: ``redis`` (default), ``rabbitmq`` or ``memory``.
@@ -179,6 +178,7 @@ class Settings(QueueOptions):
         if (self.redis_mode == "cluster" or self.shard_count > 1) and ("{" in self.stream or "}" in self.stream):
             # shard keys are <stream>:{<tag>}, and Redis hashes the first {...} of a key
             yield "stream", f"must not contain {{ or }} with shard streams (hash tags), got {show(self.stream)}", ()
+        yield from self.store_problems(self.backend, self.redis_mode, self.shard_count, self.max_frame_bytes)
         if self.retry_cap_s < self.retry_base_s:
             yield ("retry_cap_s", f"retry_cap_s {self.retry_cap_s} must be at least retry_base_s {self.retry_base_s}",
                    ("retry_base_s",))

@@ -47,7 +47,7 @@ def open_queue(
         backend: which backend; an unknown name raises ``ValueError`` naming the choices.
         redis_url: server of the ``redis`` backend.
         amqp_url: broker of the ``rabbitmq`` backend.
-        settings: stream, groups and limits shared by every backend.
+        settings: stream, groups and limits shared by every backend (and the ``redis`` payload store).
         codec: wire codec (checksum, compression, maximum frame size).
         redis_options: mode (standalone or cluster), shard streams and replica acknowledgements of ``redis``.
     """
@@ -55,6 +55,8 @@ def open_queue(
         from frame_buffer.queue.redis_streams import RedisStreamsQueue, ShardedStreamsQueue
 
         options = redis_options or RedisOptions()
+        if settings is not None and settings.payload_store == "shm":
+            return _open_shm(redis_url, settings, codec, options)
         if options.mode == "cluster" or options.shards > 1:
             return ShardedStreamsQueue(redis_url, settings, codec, shards=options.shards,
                                        cluster=options.mode == "cluster", replica_acks=options.replica_acks,
@@ -70,3 +72,13 @@ def open_queue(
 
         return RabbitMQQueue(amqp_url, settings, codec)
     raise ValueError(f"backend: must be one of redis, rabbitmq, memory; got {backend!r}")
+
+
+def _open_shm(redis_url: str, settings: QueueSettings, codec: FrameCodec | None, options: RedisOptions) -> FrameQueue:
+    """The ``redis`` backend with payloads in shared memory: one stream on one server (not sharded yet)."""
+    from frame_buffer.queue.redis_streams.shm import ShmStreamsQueue
+
+    if options.mode == "cluster" or options.shards > 1:
+        raise ValueError("payload_store: shm works with one stream on one Redis server (standalone, 1 shard)")
+    return ShmStreamsQueue(redis_url, settings, codec, replica_acks=options.replica_acks,
+                           replica_timeout_ms=options.replica_timeout_ms)

@@ -86,7 +86,8 @@ class StreamWrongType(QueueError):
 class RawEntry:
     """An entry as a backend fetched it, before decoding.
 
-    ``token`` is the backend's own handle (a Redis entry id, an AMQP delivery tag).
+    ``token`` is the backend's own handle (a Redis entry id, an AMQP delivery tag). ``ref`` is a payload
+    reference (docs/wire-format.md section 9) when the entry carries one instead of its payload.
     """
 
     id: str
@@ -94,6 +95,7 @@ class RawEntry:
     payload: bytes | memoryview | None
     attempts: int
     token: Any = None
+    ref: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

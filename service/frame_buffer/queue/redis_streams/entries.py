@@ -1,4 +1,5 @@
-"""Stream entries: their ids as Redis writes them, and their fields (``h`` the codec header, ``p`` the payload)."""
+"""Stream entries: their ids as Redis writes them, and their fields (``h`` the codec header, ``p`` the payload,
+or ``r`` a reference to it in a shared-memory payload store)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 
 from frame_buffer.queue.base import RawEntry
 
-HEADER, PAYLOAD = b"h", b"p"
+HEADER, PAYLOAD, REF = b"h", b"p", b"r"
 #: An entry id as Redis writes it: milliseconds and sequence, each an unsigned 64-bit integer.
 _ENTRY_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 MAX_ID_PART = 2**64 - 1
@@ -31,4 +32,4 @@ def raw_entry(entry_id: bytes | str, fields: dict[bytes, bytes] | None, attempts
     """The entry as fetched; its token is its id (what XACK takes)."""
     fields = fields or {}
     sid = id_to_str(entry_id)
-    return RawEntry(sid, fields.get(HEADER), fields.get(PAYLOAD), attempts, sid)
+    return RawEntry(sid, fields.get(HEADER), fields.get(PAYLOAD), attempts, sid, fields.get(REF))

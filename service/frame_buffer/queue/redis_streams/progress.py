@@ -39,7 +39,7 @@ def slowest_backlog(keys: StreamKeys) -> int:
 #: strings (a Lua number loses digits past 2**53); at a sequence part too long to add 1 exactly the
 #: last-delivered entry is kept too, which costs one entry, never one still needed. No group: nothing is
 #: trimmed (frames are kept for the first group to come). Returns the number of entries trimmed.
-TRIM_SCRIPT = """
+_NEEDED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
 if #groups == 0 then return 0 end
@@ -63,5 +63,10 @@ for _, group in ipairs(groups) do
   if pending[2] and less(pending[2], candidate) then candidate = pending[2] end
   if needed == nil or less(candidate, needed) then needed = candidate end
 end
-return redis.call('XTRIM', KEYS[1], 'MINID', needed)
+"""
+TRIM_SCRIPT = _NEEDED + """return redis.call('XTRIM', KEYS[1], 'MINID', needed)
+"""
+#: :data:`TRIM_SCRIPT` that also returns the id it trimmed at, ``[trimmed, needed]`` (``0`` when it trimmed
+#: nothing for want of a stream or a group): the shared-memory payload store releases its slots by that id.
+TRIM_NEEDED_SCRIPT = _NEEDED + """return {redis.call('XTRIM', KEYS[1], 'MINID', needed), needed}
 """

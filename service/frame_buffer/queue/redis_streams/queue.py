@@ -60,6 +60,8 @@ class RedisStreamsQueue(FrameQueue):
     """
 
     backend = "redis"
+    #: The trim run on the publish path (a subclass may ask it for more than the count).
+    _trim_script = TRIM_SCRIPT
 
     def __init__(
         self,
@@ -96,7 +98,7 @@ class RedisStreamsQueue(FrameQueue):
         self._groups_ready: set[str] = set()
         self._last_trim = 0.0
         self._bytes_since_trim = 0
-        self._trim_sha = hashlib.sha1(TRIM_SCRIPT.encode()).hexdigest()  # loaded at the first NOSCRIPT
+        self._trim_sha = hashlib.sha1(self._trim_script.encode()).hexdigest()  # loaded at the first NOSCRIPT
         for group in self.settings.groups:
             self.ensure_group(group)
 
@@ -121,7 +123,7 @@ class RedisStreamsQueue(FrameQueue):
     def _xadd_all(self, entries: Sequence[tuple[str, EncodedFrame]], trim: bool) -> list[str]:
         if len(entries) == 1 and not trim and not self.replica_acks and not self._routing.cluster:
             encoded = entries[0][1]  # one XADD is all or nothing by itself: no MULTI/EXEC around it
-            return [id_to_str(self.client.xadd(self._stream, {HEADER: encoded.header, PAYLOAD: encoded.payload}))]
+            return [id_to_str(self.client.xadd(self._stream, self._entry_fields(encoded)))]
         # MULTI/EXEC for a batch: under OOM the whole batch is refused (EXECABORT), never a prefix of it, so a
         # retry neither duplicates frames nor reorders a camera. The trim comes after the XADDs, in the same
         # round trip (in the transaction too: XTRIM is allowed under OOM, and a failed trim fails no XADD).
@@ -153,12 +155,16 @@ class RedisStreamsQueue(FrameQueue):
                 f"acknowledged the publish within {self.replica_timeout_ms} ms")
         return [id_to_str(entry_id) for entry_id in executed]
 
+    def _entry_fields(self, encoded: EncodedFrame) -> dict[bytes, bytes | memoryview]:
+        """The stream entry's fields for ``encoded``: header and payload (the payload store overrides it)."""
+        return {HEADER: encoded.header, PAYLOAD: encoded.payload}
+
     def _send(self, entries: Sequence[tuple[str, EncodedFrame]], trim: bool) -> list[Any]:
         """MULTI, the XADDs, the trim if due, EXEC and WAIT if asked, in one round trip on the shard's master."""
         pipe = self._routing.writer(self._stream).pipeline(transaction=False)
         pipe.execute_command("MULTI")
         for _camera, encoded in entries:
-            pipe.xadd(self._stream, {HEADER: encoded.header, PAYLOAD: encoded.payload})
+            pipe.xadd(self._stream, self._entry_fields(encoded))
         if trim:
             pipe.execute_command("EVALSHA", self._trim_sha, 1, self._stream)
         pipe.execute_command("EXEC")
@@ -178,6 +184,8 @@ class RedisStreamsQueue(FrameQueue):
         if isinstance(reply, redis.exceptions.NoScriptError):
             with contextlib.suppress(redis.RedisError):
                 self._run_trim()
+        else:
+            self._after_trim(reply)
 
     def _measure_backlog(self) -> tuple[int, bool]:
         backlog = self._keys.call(lambda: slowest_backlog(self._keys))
@@ -194,10 +202,16 @@ class RedisStreamsQueue(FrameQueue):
 
     def _run_trim(self) -> int:
         try:
-            return int(self.client.evalsha(self._trim_sha, 1, self._stream))
+            reply = self.client.evalsha(self._trim_sha, 1, self._stream)
         except redis.exceptions.NoScriptError:
-            self.client.script_load(TRIM_SCRIPT)
-            return int(self.client.evalsha(self._trim_sha, 1, self._stream))
+            self.client.script_load(self._trim_script)
+            reply = self.client.evalsha(self._trim_sha, 1, self._stream)
+        return self._after_trim(reply)
+
+    def _after_trim(self, reply: Any) -> int:
+        """What the trim script answered, as the number of entries trimmed (a subclass acts on more); an error
+        reply (the trim inside a publish's EXEC failed) counts 0 and is left to the next trim. Never raises."""
+        return reply if isinstance(reply, int) else 0
 
     # -- consuming --------------------------------------------------------------------------------------
     def ensure_group(self, group: str) -> None:
