@@ -176,7 +176,7 @@ ROWS: list[tuple[str, tuple[str, ...], dict[str, str], int, str]] = [
     ("bench-cluster-url-on-a-standalone-server", ("bench", "--cluster-url", "redis://127.0.0.1:6379"), {}, CONFIG,
      "--cluster-url: redis://127.0.0.1:6379 is not a Redis Cluster node"),
     ("bench-cluster-url-unreachable", ("bench", "--cluster-url", "redis://127.0.0.1:1"), {}, 3,
-     "redis cluster unavailable, no seed answered"),
+     "redis cluster unavailable, no seed answered: 127.0.0.1:1: Error 111"),
     ("bench-cluster-url-database", ("bench", "--cluster-url", "redis://127.0.0.1:7000/2"), {}, USAGE,
      "argument --cluster-url: a cluster has database 0 only, got '2'"),
     ("bench-cluster-url-unix", ("bench", "--cluster-url", "unix:///run/redis.sock"), {}, USAGE,

@@ -57,6 +57,11 @@ def standalone_client(url: str, max_block_ms: int, block_margin_s: float) -> Any
                                 **_timeouts(max_block_ms, block_margin_s))
 
 
+def seed_address(seed: str) -> str:
+    """``host:port`` of a seed URL, for messages (no scheme, no credentials, no database)."""
+    return seed.partition("://")[2].rpartition("@")[2].partition("/")[0]
+
+
 def cluster_client(seeds: list[str], max_block_ms: int, block_margin_s: float) -> Any:
     """A client of a Redis Cluster, started from the first seed that answers (all of them are tried).
 
@@ -65,7 +70,7 @@ def cluster_client(seeds: list[str], max_block_ms: int, block_margin_s: float) -
     """
     reasons = []
     for seed in seeds:
-        address = seed.rpartition("@")[2].partition("/")[0].removeprefix("redis://").removeprefix("rediss://")
+        address = seed_address(seed)
         try:
             return RedisCluster.from_url(seed, connection_class=FrameConnection,
                                          **_timeouts(max_block_ms, block_margin_s))

@@ -18,7 +18,7 @@ from typing import Any
 
 from frame_buffer.codec import EncodedFrame, FrameCodec
 from frame_buffer.queue.base import DeadLetter, Delivery, FrameQueue, QueueError, QueueSettings, QueueStats, RawEntry
-from frame_buffer.queue.redis_streams.clients import Routing, cluster_client, standalone_client
+from frame_buffer.queue.redis_streams.clients import Routing, cluster_client, seed_address, standalone_client
 from frame_buffer.queue.redis_streams.entries import parse_id, valid_id
 from frame_buffer.queue.redis_streams.keys import standalone_address
 from frame_buffer.queue.redis_streams.queue import RedisStreamsQueue, Shard
@@ -79,7 +79,7 @@ class ShardedStreamsQueue(FrameQueue):
         self.poll_s = poll_s
         client: Any = (cluster_client(seeds, max_block_ms, block_margin_s) if cluster
                        else standalone_client(self.url, max_block_ms, block_margin_s))
-        address = ",".join(seed.rpartition("@")[2].partition("/")[0] for seed in seeds) if cluster \
+        address = ",".join(seed_address(seed) for seed in seeds) if cluster \
             else standalone_address(client)
         self.routing = Routing(client, address)
         self.client = client
