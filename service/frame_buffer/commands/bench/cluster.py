@@ -30,6 +30,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -344,14 +345,20 @@ def drill(target: RedisTarget, queue: Any, camera: str, key: str, expected_nodes
     return Drill(victim.name, promoted, None if seconds is None else round(seconds, 3), attempts, errors[:5])
 
 
+def _gone(pid: int) -> bool:
+    """The process has ended: no such process, or a zombie nobody reaped yet (a daemonized node's parent is
+    the container's first process, which may not reap; a zombie holds no port)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
 def _restart(victim: Node) -> None:
     """Start a killed node from its config file (daemonized there), once its process is gone."""
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(victim.pid, 0)
-        except ProcessLookupError:
-            break
+    while not _gone(victim.pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     subprocess.run([victim.executable, victim.config_file], check=True, capture_output=True, timeout=30,
                    stdin=subprocess.DEVNULL)
