@@ -73,6 +73,8 @@ healthy() { # every node: cluster_state ok, every node known; every replica's li
     done
 }
 
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 knows() { cli "$1" cluster nodes | grep -q "^$2 "; }
 
 start() {
@@ -80,7 +82,8 @@ start() {
     [[ ! -e $marker ]] || die "$dir already holds a cluster: '$0 stop --dir $dir' first"
     local count=$((masters * (1 + replicas))) p ports=()
     for ((p = port; p < port + count; p++)); do
-        ! cli "$p" ping >/dev/null 2>&1 || die "port $p is taken"
+        ! listening "$p" || die "port $p is taken"
+        ! listening $((p + 10000)) || die "port $((p + 10000)) (the cluster bus of port $p) is taken"
         ports+=("$p")
     done
     mkdir -p "$dir" && dir=$(cd "$dir" && pwd) && marker="$dir/.frame-buffer-local-cluster" && touch "$marker"

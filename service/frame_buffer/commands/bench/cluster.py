@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -125,6 +126,32 @@ def connect(url: str, cluster: bool, shards: int, flag: str) -> RedisTarget:
     return RedisTarget(url, False, 1, 1)
 
 
+@dataclass(frozen=True)
+class Member:
+    """A node of a cluster as ``CLUSTER NODES`` lists it (redis-py's slot map holds the masters only)."""
+
+    host: str
+    port: int
+    master: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def members(client: Any) -> list[Member]:
+    """Every node of the cluster ``client`` (a ``RedisCluster``) is connected to, replicas included."""
+    primary = client.get_primaries()[0]
+    nodes: dict[str, dict[str, Any]] = client.get_redis_connection(primary).execute_command("CLUSTER NODES")
+    found = []
+    for address, fields in nodes.items():
+        if any(flag in str(fields["flags"]) for flag in ("fail", "handshake", "noaddr")):
+            continue
+        host, _, port = address.rpartition(":")
+        found.append(Member(host, int(port.partition("@")[0]), "master" in str(fields["flags"])))
+    return found
+
+
 # -- server CPU ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class NodeCpu:
@@ -143,10 +170,11 @@ def cpu_now(target: RedisTarget) -> list[NodeCpu]:
             info = client.info("cpu")
             return [NodeCpu("server", True, float(info["used_cpu_sys"]) + float(info["used_cpu_user"]))]
         nodes = []
-        for node in client.get_nodes():
-            info = client.get_redis_connection(node).info("cpu")
-            nodes.append(NodeCpu(node.name, node.server_type == "primary",
-                                 float(info["used_cpu_sys"]) + float(info["used_cpu_user"])))
+        for member in members(client):
+            with redis.Redis(host=member.host, port=member.port, socket_timeout=5) as node:
+                info = node.info("cpu")
+            seconds = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+            nodes.append(NodeCpu(member.name, member.master, seconds))
         return nodes
     finally:
         client.close()
@@ -207,8 +235,8 @@ def drill_problem(target: RedisTarget) -> str | None:
                 f"{masked_url(target.url)} has {target.masters}")
     client = target.client()
     try:
-        nodes = client.get_nodes()
-        masters = [n for n in nodes if n.server_type == "primary"]
+        nodes = members(client)
+        masters = [n for n in nodes if n.master]
         if len(nodes) < 2 * len(masters):
             return f"{target.label}: every master needs a replica to promote, {len(nodes)} node(s) for {len(masters)}"
         for node in nodes:
@@ -360,7 +388,9 @@ def _restart(victim: Node) -> None:
     deadline = time.monotonic() + 10
     while not _gone(victim.pid) and time.monotonic() < deadline:
         time.sleep(0.02)
-    subprocess.run([victim.executable, victim.config_file], check=True, capture_output=True, timeout=30,
+    # Redis reports a relative argv[0] joined to its working directory: fall back to the PATH's redis-server.
+    executable = victim.executable if Path(victim.executable).exists() else shutil.which(Path(victim.executable).name)
+    subprocess.run([executable or "redis-server", victim.config_file], check=True, capture_output=True, timeout=30,
                    stdin=subprocess.DEVNULL)
 
 
@@ -368,7 +398,7 @@ def failover_drills(target: RedisTarget, count: int) -> list[Drill]:
     """``count`` drills on ``target``, one after the other, the cluster whole before each."""
     client = target.client()
     try:
-        expected = len(client.get_nodes())
+        expected = len(members(client))
     finally:
         client.close()
     wait_whole(target, expected)
