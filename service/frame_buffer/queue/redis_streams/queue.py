@@ -111,6 +111,12 @@ class RedisStreamsQueue(FrameQueue):
                 self.trim()
                 self._wait_or_timeout(deadline, f"redis at {self.address} is at maxmemory")
                 continue
+            except BackendUnavailable:
+                # A dead master (connection refused), a demoted one (READONLY) or a cluster between the two: the
+                # writer was taken from the slot map, which nothing else refreshes on this path; read it again so
+                # that the next attempt (the breaker's probe, a spool replay) goes to the promoted replica.
+                self._routing.refresh()
+                raise
             self._count_published(len(entries))
             return ids
 
