@@ -18,23 +18,34 @@ lowest p99.
 ``--cpu-wake-latency-us 0`` holds a PM QoS request for the whole run, so that idle CPUs poll instead of
 halting (``wake_latency.py``); the last lines say which held, and the cpuidle governor.
 
+**Redis Clusters.** ``--redis-mode cluster`` makes ``--redis-url`` a cluster's seed URLs (comma-separated, as
+``FRAME_BUFFER_REDIS_URL`` in cluster mode), and each ``--cluster-url SEEDS`` adds a cluster measured beside the
+server of ``--redis-url`` in the same run, alternated with it within each repeat (``cluster.py``). Each cluster
+row runs the backend in cluster mode on ``--shards`` shard streams; its baseline is redis-py's ``RedisCluster``
+on one stream. For clusters the bench also prints what the servers spent of their CPU during the throughput runs
+(the per-master ceiling), publish latency by ``--replica-acks`` (``WAIT``), and with ``--failover-drills N`` the
+time from a master's SIGKILL to the first accepted publish. ``scripts/local-cluster.sh`` starts such clusters.
+
 This module is the command; ``harness.py`` measures this project's queue, ``redis_raw.py`` and ``pika_raw.py``
-the raw clients, with the same harness.
+the raw clients, with the same harness; ``cluster.py`` the Redis targets, their CPU and the failover drills.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
-import redis
 
+from frame_buffer.checks import redis_seeds_problem
 from frame_buffer.codec import FrameCodec
-from frame_buffer.commands.bench import pika_raw, redis_raw, service_path
+from frame_buffer.commands.bench import cluster, pika_raw, redis_raw, service_path
+from frame_buffer.commands.bench.cluster import CpuShare, RedisTarget
 from frame_buffer.commands.bench.harness import (
     GROUP,
     Target,
@@ -74,6 +85,50 @@ class Row:
     p99_ms: float
     baseline_p50_ms: float
     baseline_p99_ms: float
+    # Redis: the target's masters and shard streams, and its servers' CPU in the best throughput run of ours
+    masters: int | None = None
+    shards: int | None = None
+    cpu: CpuShare | None = None
+    publish_p50_ms: float | None = None  # how long one publish() took in the latency run (WAIT included)
+    publish_p99_ms: float | None = None
+
+    @property
+    def per_master_core(self) -> float | None:
+        """Frames per second that one master at 100 % of a core would take: the measured rate divided by the
+        masters' summed CPU share (the ceiling to project N hosts from)."""
+        if self.cpu is None or self.cpu.masters <= 0:
+            return None
+        return round(self.frames_per_s / self.cpu.masters, 1)
+
+
+def _redis_url_or_seeds(text: str) -> str:
+    """An argument type: one Redis URL, or comma-separated seed URLs of a cluster (checked against the mode
+    once every argument is known)."""
+    problem = redis_seeds_problem(text) if "," in text else redis_url_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def _seeds(text: str) -> str:
+    """An argument type: seed URLs of a Redis Cluster."""
+    if problem := redis_seeds_problem(text):
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def _acks_list(text: str) -> list[int]:
+    """An argument type: comma-separated replica counts, 0 to 16, without repeats."""
+    values = []
+    for item in text.split(","):
+        try:
+            value = int(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be comma-separated integers 0 to 16, got {item!r}") from None
+        if not 0 <= value <= 16:
+            raise argparse.ArgumentTypeError(f"must be 0 to 16 replicas, got {value}")
+        values.append(value)
+    return list(dict.fromkeys(values))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -82,8 +137,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="comma-separated: redis, rabbitmq")
     parser.add_argument("--sizes", type=choices_list(tuple(SIZES)), default=",".join(SIZES),
                         help=f"comma-separated of {', '.join(SIZES)}")
-    parser.add_argument("--redis-url", type=url(redis_url_problem), default=DEFAULT_REDIS_URL,
-                        help="Redis server (FRAME_BUFFER_* settings do not apply to bench)")
+    parser.add_argument("--redis-url", type=_redis_url_or_seeds, default=DEFAULT_REDIS_URL,
+                        help="Redis server, or with --redis-mode cluster a cluster's comma-separated seed URLs "
+                             "(FRAME_BUFFER_* settings do not apply to bench)")
+    parser.add_argument("--redis-mode", choices=("standalone", "cluster"), default="standalone",
+                        help="what --redis-url is: one server, or a Redis Cluster")
+    parser.add_argument("--cluster-url", type=_seeds, action="append", default=[], metavar="SEEDS",
+                        help="a Redis Cluster (comma-separated seed URLs) measured beside --redis-url in the same "
+                             "run, alternated with it; repeat for several (e.g. 1 and 3 masters)")
+    parser.add_argument("--shards", type=integer(1, 1024), default=16,
+                        help="shard streams of the backend on each cluster (a standalone server keeps its one stream)")
+    parser.add_argument("--replica-acks", type=_acks_list, default=[0], metavar="N[,N...]",
+                        help="latency runs on each cluster with each of these FRAME_BUFFER_REDIS_REPLICA_ACKS "
+                             "(WAIT N after every publish), e.g. 0,1")
+    parser.add_argument("--failover-drills", type=integer(0, 100), default=0, metavar="N",
+                        help="after the measurements, SIGKILL a master N times on each cluster of 3 or more "
+                             "masters and time the first accepted publish (nodes started by "
+                             "scripts/local-cluster.sh)")
     parser.add_argument("--amqp-url", type=url(amqp_url_problem), default=DEFAULT_AMQP_URL,
                         help="RabbitMQ broker")
     parser.add_argument("--batch", type=integer(1, 10_000), default=16, help="frames per publish / consume call")
@@ -114,68 +184,158 @@ def _payload(size: str) -> Frame:
 
 
 # -- the run ------------------------------------------------------------------------------------------------
-def _measure(backend: str, size: str, args: argparse.Namespace) -> tuple[Row, list[service_path.ServiceRun]]:
-    """One row of the table; and for Redis at 100KB, the service-path runs alternated with its latency runs."""
+@dataclass
+class _Case:
+    """One Redis target at one size: its stream, and the best runs of ours and of the baseline so far."""
+
+    target: RedisTarget
+    stream: str
+    ours_s: float = float("inf")
+    base_s: float = float("inf")
+    cpu: CpuShare | None = None
+    latency: dict[int, list[dict[str, float]]] = field(default_factory=dict)  # replica acks -> runs
+    base_latency: list[dict[str, float]] = field(default_factory=list)
+
+    def harness(self, acks: int = 0) -> Target:
+        settings = QueueSettings(stream=self.stream, groups=(GROUP,), max_lag=100_000)
+        return Target("redis", self.target.url, DEFAULT_AMQP_URL, settings, self.target.options(acks))
+
+
+def _turned(items: list[Any], attempt: int) -> list[Any]:
+    """``items`` started at ``attempt`` (mod their number): the order turns with each repeat, so no case is
+    always first (in pairs of service-path runs the first was the better in 6 of 7)."""
+    turn = attempt % len(items) if items else 0
+    return items[turn:] + items[:turn]
+
+
+def _latency_run(target: Target, frame: Frame, args: argparse.Namespace) -> dict[str, float]:
+    """One paced latency run of ours: end-to-end p50/p99/p99.9 and the publish calls' p50/p99."""
+    end_to_end, publish_ms = backend_latency(target, frame, args.rate, args.latency_seconds)
+    result = percentiles_ms(after_warmup(end_to_end))
+    took = percentiles_ms(after_warmup(publish_ms))
+    return {**result, "publish_p50": took["p50"], "publish_p99": took["p99"]}
+
+
+def _measure_redis(size: str, targets: list[RedisTarget], args: argparse.Namespace
+                   ) -> tuple[list[Row], list[service_path.ServiceRun], list[dict[str, Any]]]:
+    """Every Redis target at one size, alternated within each repeat: rows, the service-path runs (standalone,
+    100KB), and the latency by replica acks of every target."""
+    frame = _payload(size)
+    count = max(10, int(COUNTS[size] * args.scale))
+    payload = FrameCodec().encode(frame).payload
+    run_id = uuid.uuid4().hex[:8]
+    cases = [_Case(target, f"bench_{run_id}_{index}") for index, target in enumerate(targets)]
+    for attempt in range(args.repeat):
+        for case in _turned(cases, attempt):
+            target = case.harness()
+            seconds, cpu = cluster.timed_with_cpu(
+                case.target, lambda: backend_throughput(target, frame, count, args.batch))  # noqa: B023 (called here)
+            if seconds < case.ours_s:
+                case.ours_s, case.cpu = seconds, cpu
+            case.target.delete(case.stream)  # acked entries stay in the stream until trimmed
+            case.base_s = min(case.base_s, redis_raw.throughput(case.target.url, f"{case.stream}_raw{attempt}", payload,
+                                                                count, args.batch, cluster=case.target.cluster))
+    service_runs: list[service_path.ServiceRun] = []
+    standalone = next((case for case in cases if not case.target.cluster), None)
+    runs: list[tuple[str, _Case, int]] = [("service", standalone, 0)] if standalone else []
+    for case in cases:
+        runs += [("ours", case, acks) for acks in (args.replica_acks if case.target.cluster else [0])]
+    runs += [("base", case, 0) for case in cases]
+    for attempt in range(args.repeat if size == "100KB" else 0):
+        for kind, case, acks in _turned(runs, attempt):
+            if kind == "service":
+                service_runs.append(service_path.service_latency(service_path.settings_for(
+                    case.target.url, f"{case.stream}_svc{attempt}", args.rate, args.worker_processes, args.workers),
+                    args.latency_seconds))
+            elif kind == "ours":
+                case.latency.setdefault(acks, []).append(_latency_run(case.harness(acks), frame, args))
+                case.target.delete(case.stream)
+            else:
+                case.base_latency.append(percentiles_ms(after_warmup(redis_raw.latency(
+                    case.target.url, f"{case.stream}_rawlat{attempt}", payload, args.rate, args.latency_seconds,
+                    cluster=case.target.cluster))))
+        if service_runs and standalone is not None:
+            run = service_runs[-1]
+            run.backend_p50_ms, run.backend_p99_ms = standalone.latency[0][-1]["p50"], standalone.latency[0][-1]["p99"]
+            run.raw_p50_ms, run.raw_p99_ms = standalone.base_latency[-1]["p50"], standalone.base_latency[-1]["p99"]
+    none = percentiles_ms([])  # sizes without latency runs
+    rows, by_acks = [], []
+    for case in cases:
+        case.target.delete(case.stream)
+        mine = min(case.latency.get(0, []), key=lambda run: run["p99"], default={**none, "publish_p50": 0.0,
+                                                                                 "publish_p99": 0.0})
+        theirs = min(case.base_latency, key=lambda run: run["p99"], default=none)
+        rows.append(Row(size, case.target.label, round(count / case.ours_s, 1),
+                        round(count * frame.nbytes / case.ours_s / 1e6, 1), round(count / case.base_s, 1),
+                        round(case.base_s / case.ours_s, 2), mine["p50"], mine["p99"], theirs["p50"], theirs["p99"],
+                        case.target.masters, case.target.shards, case.cpu, mine["publish_p50"] or None,
+                        mine["publish_p99"] or None))
+        for acks, acks_runs in sorted(case.latency.items()):
+            best = min(acks_runs, key=lambda run: run["publish_p99"])
+            by_acks.append({"target": case.target.label, "replica_acks": acks, "runs": len(acks_runs),
+                            "publish_p50_ms": best["publish_p50"], "publish_p99_ms": best["publish_p99"],
+                            "median_publish_p99_ms": round(statistics.median(r["publish_p99"] for r in acks_runs), 3),
+                            "p50_ms": best["p50"], "p99_ms": best["p99"]})
+    return rows, service_runs, by_acks
+
+
+def _measure_rabbitmq(size: str, args: argparse.Namespace) -> Row:
+    """RabbitMQ at one size: ours and raw pika alternated."""
     frame = _payload(size)
     count = max(10, int(COUNTS[size] * args.scale))
     stream = f"bench_{uuid.uuid4().hex[:8]}"
-    settings = QueueSettings(stream=stream, groups=(GROUP,), max_lag=100_000)
-    target = Target(backend, args.redis_url, args.amqp_url, settings)
+    target = Target("rabbitmq", args.redis_url, args.amqp_url, QueueSettings(stream=stream, groups=(GROUP,),
+                                                                               max_lag=100_000))
     payload = FrameCodec().encode(frame).payload
     ours = base = float("inf")
     # Alternate ours and the baseline and keep the best of each: the machine's noise hits both alike.
-    for attempt in range(args.repeat):
+    for _attempt in range(args.repeat):
         ours = min(ours, backend_throughput(target, frame, count, args.batch))
-        if backend == "redis":  # acked entries stay in the stream until trimmed; RabbitMQ queues are empty
-            _cleanup(backend, args, stream)
-        run_stream = f"{stream}_raw{attempt}"
-        if backend == "redis":
-            base = min(base, redis_raw.throughput(args.redis_url, run_stream, payload, count, args.batch))
-        else:
-            base = min(base, pika_raw.throughput(args.amqp_url, bytes(payload), count))
+        base = min(base, pika_raw.throughput(args.amqp_url, bytes(payload), count))
     ours_runs: list[dict[str, float]] = []
     base_runs: list[dict[str, float]] = []
-    service_runs: list[service_path.ServiceRun] = []
     for attempt in range(args.repeat if size == "100KB" else 0):
-        # Alternated like the throughput runs; each side keeps its run with the lowest p99. Scheduling noise
-        # on a shared machine only ever adds latency, so the quietest run is the closest to the code's own.
-        # The order turns with each repeat: in pairs of service-path runs the first was the better in 6 of 7.
-        cases = ["service", "ours", "base"] if backend == "redis" else ["ours", "base"]
-        for case in cases[attempt % len(cases):] + cases[:attempt % len(cases)]:
-            if case == "service":
-                service_runs.append(service_path.service_latency(service_path.settings_for(
-                    args.redis_url, f"{stream}_svc{attempt}", args.rate, args.worker_processes, args.workers),
-                    args.latency_seconds))
-            elif case == "ours":
+        # Each side keeps its run with the lowest p99. Scheduling noise on a shared machine only ever adds
+        # latency, so the quietest run is the closest to the code's own.
+        for case in _turned(["ours", "base"], attempt):
+            if case == "ours":
                 ours_runs.append(percentiles_ms(after_warmup(
-                    backend_latency(target, frame, args.rate, args.latency_seconds))))
-            elif backend == "redis":
-                base_runs.append(percentiles_ms(after_warmup(redis_raw.latency(
-                    args.redis_url, f"{stream}_rawlat{attempt}", payload, args.rate, args.latency_seconds))))
+                    backend_latency(target, frame, args.rate, args.latency_seconds)[0])))
             else:
                 base_runs.append(percentiles_ms(after_warmup(
                     pika_raw.latency(args.amqp_url, bytes(payload), args.rate, args.latency_seconds))))
-        if service_runs:
-            run = service_runs[-1]
-            run.backend_p50_ms, run.backend_p99_ms = ours_runs[-1]["p50"], ours_runs[-1]["p99"]
-            run.raw_p50_ms, run.raw_p99_ms = base_runs[-1]["p50"], base_runs[-1]["p99"]
-    none = percentiles_ms([])  # sizes without latency runs
+    none = percentiles_ms([])
     mine = min(ours_runs, key=lambda run: run["p99"], default=none)
     theirs = min(base_runs, key=lambda run: run["p99"], default=none)
-    _cleanup(backend, args, stream)
-    return Row(size, backend, round(count / ours, 1), round(count * frame.nbytes / ours / 1e6, 1),
-               round(count / base, 1), round(base / ours, 2), mine["p50"], mine["p99"], theirs["p50"],
-               theirs["p99"]), service_runs
+    delete_topology(args.amqp_url, QueueSettings(stream=stream), (GROUP,))
+    return Row(size, "rabbitmq", round(count / ours, 1), round(count * frame.nbytes / ours / 1e6, 1),
+               round(count / base, 1), round(base / ours, 2), mine["p50"], mine["p99"], theirs["p50"], theirs["p99"])
 
 
-def _cleanup(backend: str, args: argparse.Namespace, stream: str) -> None:
-    """Delete what a run left on the server: the stream (Redis), or the exchanges and queues (RabbitMQ)."""
-    if backend == "redis":
-        client = redis.Redis.from_url(args.redis_url)
-        client.delete(stream, QueueSettings(stream=stream).dead_letter_stream)
-        client.close()
-    else:
-        delete_topology(args.amqp_url, QueueSettings(stream=stream), (GROUP,))
+def _targets(args: argparse.Namespace) -> list[RedisTarget]:
+    """The Redis targets the arguments name, each asked what it is (so a wrong mode or an unreachable server
+    stops the bench before any measurement: exit 2 or 3, one line)."""
+    if "redis" not in args.backends:
+        if args.cluster_url or args.redis_mode == "cluster" or args.failover_drills:
+            raise ConfigError("--cluster-url, --redis-mode cluster and --failover-drills need --backends redis")
+        return []
+    if args.redis_mode == "cluster" and (problem := redis_seeds_problem(args.redis_url)):
+        raise ConfigError(f"--redis-url: {problem}")
+    if args.redis_mode == "standalone" and "," in args.redis_url:
+        raise ConfigError("--redis-url: several URLs (seed nodes) need --redis-mode cluster")
+    targets = [cluster.connect(args.redis_url, args.redis_mode == "cluster", args.shards, "--redis-url")]
+    targets += [cluster.connect(seeds, True, args.shards, "--cluster-url") for seeds in args.cluster_url]
+    clusters = [target for target in targets if target.cluster]
+    if any(args.replica_acks) and not clusters:
+        raise ConfigError("--replica-acks: WAIT needs replicas: give a cluster (--redis-mode cluster or --cluster-url)")
+    if args.failover_drills:
+        able = [target for target in clusters if target.masters >= 3]
+        if not able:
+            raise ConfigError(f"--failover-drills: {cluster.drill_problem((clusters or targets)[0])}")
+        for target in able:
+            if problem := cluster.drill_problem(target):
+                raise ConfigError(f"--failover-drills: {problem}")
+    return targets
 
 
 def run(args: argparse.Namespace) -> int:
@@ -185,41 +345,115 @@ def run(args: argparse.Namespace) -> int:
             wake_latency = WakeLatencyRequest(args.cpu_wake_latency_us)
         except (WakeLatencyUnavailable, ValueError) as exc:
             raise ConfigError(f"--cpu-wake-latency-us: {exc}") from exc
+    rows: list[Row] = []
+    service_runs: list[service_path.ServiceRun] = []
+    by_acks: list[dict[str, Any]] = []
+    failovers: list[dict[str, Any]] = []
     try:  # the spawned producers run while this process holds the request: it bounds every CPU alike
-        measured = [_measure(backend, size, args) for backend in args.backends for size in args.sizes]
+        targets = _targets(args)
+        for backend in args.backends:
+            for size in args.sizes:
+                if backend == "rabbitmq":
+                    rows.append(_measure_rabbitmq(size, args))
+                    continue
+                size_rows, size_runs, size_acks = _measure_redis(size, targets, args)
+                rows += size_rows
+                service_runs += size_runs
+                by_acks += size_acks
+        for target in targets if args.failover_drills else []:
+            if target.cluster and target.masters >= 3:
+                failovers.append(cluster.drill_summary(target, cluster.failover_drills(target, args.failover_drills)))
         codec = codec_timings()
     finally:
         if wake_latency is not None:
             wake_latency.close()
-    rows = [row for row, _ in measured]
-    service_runs = [run for _, runs in measured for run in runs]
     service = service_path.summary(service_runs, {
         "frame": service_path.FRAME_SIZE, "frame_bytes": 184 * 184 * 3, "rate": args.rate,
         "seconds": args.latency_seconds, "worker_processes": args.worker_processes, "workers": args.workers,
     }) if service_runs else None
-    header = (f"{'size':<12} {'backend':<9} {'frames/s':>9} {'MB/s':>8} {'baseline':>9} {'ratio':>6} "
-              f"{'p50 ms':>7} {'p99 ms':>7} {'base p50':>8} {'base p99':>8}")
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        latency = (f"{row.p50_ms:>7} {row.p99_ms:>7} {row.baseline_p50_ms:>8} {row.baseline_p99_ms:>8}"
-                   if row.p99_ms else f"{'-':>7} {'-':>7} {'-':>8} {'-':>8}")
-        print(f"{row.size:<12} {row.backend:<9} {row.frames_per_s:>9} {row.mb_per_s:>8} "
-              f"{row.baseline_frames_per_s:>9} {row.ratio:>6} {latency}")
+    _print_rows(rows)
     print(f"latency runs: 100KB frames paced at {args.rate:.0f}/s for {args.latency_seconds}s, the first tenth "
           f"not counted; "
           f"Full HD encode+decode: {codec['fullhd_encode_decode_us_none']} us (no checksum), "
           f"{codec['fullhd_encode_decode_us_xxh3']} us (xxh3)")
+    if any(row.masters is not None for row in rows) and (args.cluster_url or args.redis_mode == "cluster"):
+        _print_servers(rows)
+        _print_acks(by_acks, args)
+    for failover in failovers:
+        _print_failover(failover)
     if service is not None:
         service_path.print_summary(service, sys.stdout)
     held = "none held" if wake_latency is None else f"{wake_latency.microseconds} us held"
     governor = idle_governor()
     print(f"CPU wake-up latency bound: {held}; cpuidle governor: {governor}")
     if args.json:
-        print(json.dumps({"rows": [asdict(row) for row in rows], "codec": codec, "service_path": service,
+        print(json.dumps({"rows": [{**asdict(row), "per_master_core": row.per_master_core} for row in rows],
+                          "codec": codec, "service_path": service, "replica_acks": by_acks, "failover": failovers,
                           "cpu_wake_latency_us": args.cpu_wake_latency_us, "idle_governor": governor}))
+    failed = [f"{failover['failed']} failover drill(s) on {failover['target']} without an accepted publish"
+              for failover in failovers if failover["failed"]]
     if service is not None and service["failed_audits"]:
-        print(f"frame-buffer bench: {service['failed_audits']} service-path run(s) lost or left frames behind "
-              "(see the table)", file=sys.stderr)
+        failed.append(f"{service['failed_audits']} service-path run(s) lost or left frames behind (see the table)")
+    if failed:
+        print(f"frame-buffer bench: {'; '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+# -- the tables -------------------------------------------------------------------------------------------
+def _print_rows(rows: list[Row]) -> None:
+    width = max([9, *(len(row.backend) for row in rows)])
+    header = (f"{'size':<12} {'backend':<{width}} {'frames/s':>9} {'MB/s':>8} {'baseline':>9} {'ratio':>6} "
+              f"{'p50 ms':>7} {'p99 ms':>7} {'base p50':>8} {'base p99':>8}")
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        latency = (f"{row.p50_ms:>7} {row.p99_ms:>7} {row.baseline_p50_ms:>8} {row.baseline_p99_ms:>8}"
+                   if row.p99_ms else f"{'-':>7} {'-':>7} {'-':>8} {'-':>8}")
+        print(f"{row.size:<12} {row.backend:<{width}} {row.frames_per_s:>9} {row.mb_per_s:>8} "
+              f"{row.baseline_frames_per_s:>9} {row.ratio:>6} {latency}")
+
+
+def _print_servers(rows: list[Row]) -> None:
+    print("\nredis servers in the best throughput run of ours (CPU as a share of one core; baseline: redis-py, "
+          "RedisCluster on one stream for a cluster)")
+    header = (f"{'size':<12} {'target':<11} {'masters':>7} {'shards':>6} {'frames/s':>9} {'masters':>8} "
+              f"{'busiest':>8} {'replicas':>8} {'frames/s per master-core':>25}")
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        if row.cpu is None:
+            continue
+        print(f"{row.size:<12} {row.backend:<11} {row.masters:>7} {row.shards:>6} {row.frames_per_s:>9} "
+              f"{row.cpu.masters:>8} {row.cpu.busiest_master:>8} {row.cpu.replicas:>8} "
+              f"{row.per_master_core or '-':>25}")
+
+
+def _print_acks(by_acks: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    if not by_acks:
+        return
+    print(f"\npublish latency by replica acks: 100KB, one frame per publish, paced at {args.rate:.0f}/s for "
+          f"{args.latency_seconds}s (ms; publish: the producer's publish() call, WAIT included; e2e: publish -> "
+          "consumer; the run with the lowest publish p99)")
+    header = (f"{'target':<11} {'acks':>4} {'pub p50':>8} {'pub p99':>8} {'median pub p99':>15} {'e2e p50':>8} "
+              f"{'e2e p99':>8} {'runs':>4}")
+    print(header)
+    print("-" * len(header))
+    for row in by_acks:
+        print(f"{row['target']:<11} {row['replica_acks']:>4} {row['publish_p50_ms']:>8} {row['publish_p99_ms']:>8} "
+              f"{row['median_publish_p99_ms']:>15} {row['p50_ms']:>8} {row['p99_ms']:>8} {row['runs']:>4}")
+
+
+def _print_failover(failover: dict[str, Any]) -> None:
+    print(f"\nfailover drills on {failover['target']} ({failover['shards']} shards): SIGKILL of the master of one "
+          "shard -> first publish accepted (publish_encoded retried every 10 ms, no breaker); the killed node "
+          "restarted and the cluster whole before the next drill")
+    header = f"{'drill':>5} {'killed':<16} {'promoted':<16} {'seconds':>8} {'refused':>8}  errors"
+    print(header)
+    print("-" * len(header))
+    for index, drill in enumerate(failover["drills"], 1):
+        seconds = "FAILED" if drill["seconds"] is None else drill["seconds"]
+        print(f"{index:>5} {drill['killed']:<16} {drill['promoted']:<16} {seconds:>8} {drill['failed_attempts']:>8}"
+              f"  {'; '.join(drill['errors'])}")
+    print(f"p50 {failover['p50_s']} s, max {failover['max_s']} s over {len(failover['drills']) - failover['failed']} "
+          f"drill(s); {failover['failed']} without an accepted publish within {cluster.DRILL_TIMEOUT_S:.0f} s")

@@ -14,13 +14,17 @@ from typing import Any
 
 from frame_buffer.codec import FrameCodec
 from frame_buffer.frame import Frame
-from frame_buffer.queue import FrameQueue, QueueSettings, open_queue
+from frame_buffer.queue import FrameQueue, QueueSettings, RedisOptions, open_queue
 from frame_buffer.sources.synthetic import test_pattern
 
 #: The consumer group every run reads with.
 GROUP = "bench"
 #: The first 1/WARMUP_FRACTION of each latency run's samples are warm-up and not counted.
 WARMUP_FRACTION = 10
+#: Cameras of a throughput run, one per batch in turn: with shard streams (cluster mode) a camera's frames go to
+#: its shard, so one camera would load one shard and one master. Each batch stays one camera, one shard, one
+#: round trip, as a camera's burst would be.
+CAMERAS = 16
 
 
 def pace(rate: float, count: int, publish: Callable[[int, int], object],
@@ -84,11 +88,13 @@ class Target:
     redis_url: str
     amqp_url: str
     settings: QueueSettings
+    redis_options: RedisOptions | None = None
 
     def open(self) -> FrameQueue:
         """A new connection to the queue, with the bench's codec."""
         return open_queue(self.backend, redis_url=self.redis_url, amqp_url=self.amqp_url, settings=self.settings,
-                          codec=FrameCodec(checksum="xxh3", max_frame_bytes=64 * 2**20))
+                          codec=FrameCodec(checksum="xxh3", max_frame_bytes=64 * 2**20),
+                          redis_options=self.redis_options)
 
 
 def backend_throughput(target: Target, frame: Frame, count: int, batch: int) -> float:
@@ -99,7 +105,8 @@ def backend_throughput(target: Target, frame: Frame, count: int, batch: int) -> 
     def publish() -> None:
         for start in range(0, count, batch):
             seqs = range(start, min(start + batch, count))
-            producer.publish_many([Frame(frame.camera, seq, frame.data) for seq in seqs])
+            camera = f"cam{start // batch % CAMERAS}"
+            producer.publish_many([Frame(camera, seq, frame.data) for seq in seqs])
 
     started = time.perf_counter()
     thread = threading.Thread(target=publish)
@@ -116,12 +123,17 @@ def backend_throughput(target: Target, frame: Frame, count: int, batch: int) -> 
     return elapsed
 
 
-def backend_latency(target: Target, frame: Frame, rate: float, seconds: float) -> list[float]:
-    """End-to-end milliseconds of frames published one by one at ``rate`` by a producer process."""
+def backend_latency(target: Target, frame: Frame, rate: float, seconds: float) -> tuple[list[float], list[float]]:
+    """End-to-end milliseconds of frames published one by one at ``rate`` by a producer process, and how long
+    each ``publish()`` call took there (milliseconds, in publish order).
+
+    The two differ with ``replica_acks``: a consumer sees an entry once the master has it, the publisher returns
+    once ``WAIT`` says a replica has it too; that wait is what the publish times show."""
     consumer = target.open()
     consumer.ensure_group(GROUP)
     count = int(rate * seconds)
-    producer = start_producer(_publish_paced, target, bytes(frame.data), rate, count)
+    timings = multiprocessing.get_context("spawn").Queue()
+    producer = start_producer(_publish_paced, target, bytes(frame.data), rate, count, timings)
     samples: list[float] = []
     while len(samples) < count:
         deliveries = consumer.consume(GROUP, "c0", count=64, block_ms=1000)
@@ -130,16 +142,25 @@ def backend_latency(target: Target, frame: Frame, rate: float, seconds: float) -
             producer_gone(producer, len(samples), count)
         samples.extend((now - d.frame.ts_ns) / 1e6 for d in deliveries)
         consumer.ack(deliveries)
+    publish_ms: list[float] = timings.get(timeout=60)  # sent before the producer ends: read before joining
     producer.join()
     consumer.close()
-    return samples
+    return samples, publish_ms
 
 
-def _publish_paced(target: Target, data: bytes, rate: float, count: int) -> None:
-    """The producer process of :func:`backend_latency`: one ``publish()`` per frame, paced."""
+def _publish_paced(target: Target, data: bytes, rate: float, count: int, timings: Any) -> None:
+    """The producer process of :func:`backend_latency`: one ``publish()`` per frame, paced, each one timed."""
     queue = target.open()
-    pace(rate, count, lambda seq, due_ns: queue.publish(Frame("bench", seq, data, due_ns)))
+    took: list[float] = []
+
+    def publish(seq: int, due_ns: int) -> None:
+        started = time.perf_counter()
+        queue.publish(Frame("bench", seq, data, due_ns))
+        took.append((time.perf_counter() - started) * 1e3)
+
+    pace(rate, count, publish)
     queue.close()
+    timings.put(took)
 
 
 def codec_timings() -> dict[str, float]:

@@ -117,6 +117,12 @@ class RedisStreamsQueue(FrameQueue):
                 self.trim()
                 self._wait_or_timeout(deadline, f"redis at {self.address} is at maxmemory")
                 continue
+            except BackendUnavailable:
+                # A dead master (connection refused), a demoted one (READONLY) or a cluster between the two: the
+                # writer was taken from the slot map, which nothing else refreshes on this path; read it again so
+                # that the next attempt (the breaker's probe, a spool replay) goes to the promoted replica.
+                self._routing.refresh()
+                raise
             self._count_published(len(entries))
             return ids
 
@@ -170,11 +176,7 @@ class RedisStreamsQueue(FrameQueue):
         pipe.execute_command("EXEC")
         if self.replica_acks:
             pipe.execute_command("WAIT", self.replica_acks, self.replica_timeout_ms)
-        try:
-            return list(pipe.execute(raise_on_error=False))
-        except (redis.ConnectionError, redis.TimeoutError):
-            self._routing.refresh()  # the master may be gone: the next attempt asks the slot map again
-            raise
+        return list(pipe.execute(raise_on_error=False))
 
     def _trimmed(self, reply: object) -> None:
         """The trim's reply. NOSCRIPT (first use, or a server restarted or flushed since): load it and trim now.
