@@ -41,7 +41,7 @@ def test_a_restricted_user_is_refused_flushall_and_config(redis_server: RedisSer
     client = redis_server.client()
     client.xgroup_create(stream_name, "workers", id="0", mkstream=True)
     client.acl_setuser("fb", enabled=True, passwords=["+fb-pass"], keys=[f"{stream_name}*"],
-                       commands=["+@stream", "+multi", "+discard", "+exec", "+ping"])
+                       commands=["+@stream", "+multi", "+exec", "+ping"])
     url = f"redis://fb:fb-pass@127.0.0.1:{redis_server.port}/0"
 
     out = verify({"FRAME_BUFFER_REDIS_URL": url, "FRAME_BUFFER_STREAM": stream_name})

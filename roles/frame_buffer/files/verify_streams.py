@@ -4,8 +4,8 @@ own Python, code and environment, so that it asks Redis exactly what the service
 - ``XINFO STREAM`` of every shard stream, named by the service's own ``ShardLayout`` (in standalone mode with one
   shard that is ``FRAME_BUFFER_STREAM`` itself; in cluster mode ``<stream>:{<tag>}`` per shard);
 - whether the service's Redis user is refused ``FLUSHALL`` and ``CONFIG GET`` on every server it is given, probed
-  inside ``MULTI`` and thrown away with ``DISCARD``: a permission error comes back while the command is queued,
-  and a command that is allowed is never run;
+  inside ``MULTI`` on a connection that is then closed, which discards the transaction: a permission error comes
+  back while the command is queued, and a command that is allowed is never run;
 - the names of the ``frame_queue_*`` metrics on ``/metrics`` (when ``FRAME_BUFFER_HTTP_PORT`` is set).
 
 Prints one JSON object; exit 0 whatever it finds (the role's assertions judge it).
@@ -30,7 +30,7 @@ FORBIDDEN: tuple[tuple[str, ...], ...] = (("FLUSHALL",), ("CONFIG", "GET", "maxm
 
 def refusal(url: str, command: tuple[str, ...]) -> str | None:
     """The error ``command`` gets while queued in a transaction on the server of ``url`` (None: it was queued, so
-    the user may run it). The transaction is discarded either way: nothing runs."""
+    the user may run it). The connection is closed before any EXEC, which discards the transaction: nothing runs."""
     client = redis.Redis.from_url(url, single_connection_client=True, socket_timeout=5)
     try:
         client.execute_command("MULTI")  # type: ignore[no-untyped-call]
@@ -38,10 +38,9 @@ def refusal(url: str, command: tuple[str, ...]) -> str | None:
             client.execute_command(*command)  # type: ignore[no-untyped-call]
         except redis.ResponseError as exc:
             return str(exc) or type(exc).__name__
-        finally:
-            client.execute_command("DISCARD")  # type: ignore[no-untyped-call]
         return None
     finally:
+        # Closing the connection discards the transaction (the service's user may not send DISCARD).
         client.close()
 
 
