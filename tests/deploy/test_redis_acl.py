@@ -68,7 +68,8 @@ def render_users(dest: Path, **overrides: object) -> Path:
         import jinja2
     except ImportError:
         unavailable("jinja2 (installed with ansible, the deploy extra) is missing: bash scripts/setup.sh --deploy")
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
+                             trim_blocks=True)  # as Ansible's template module
     env.filters["hash"] = _ansible_hash
     text = env.from_string((ROLE / "templates" / "users.acl.j2").read_text()).render(role_values(**overrides))
     dest.write_text(text)
@@ -144,6 +145,28 @@ def test_rendered_users_hold_no_password_and_switch_the_default_user_off(tmp_pat
     assert [line.split()[1] for line in lines] == ["default", "admin", "frame_buffer", "exporter"]
     assert lines[0].split()[2] == "off"
     assert " resetkeys ~frame_queue* " in lines[2]
+
+
+def test_legacy_password_keeps_old_clients_working_while_migrating(tmp_path: Path) -> None:
+    """With redis_acl_legacy_password the default user keeps the password of before (a client that logs in with
+    the password alone); the users work beside it; without it the same client is refused."""
+    legacy = "the one password of before"
+    users = render_users(tmp_path / "users.acl", redis_acl_legacy_password=legacy)
+    server = RedisServer(tmp_path / "redis", "--aclfile", str(users), password=legacy, username="default").start()
+    try:
+        with redis.Redis(port=server.port, password=legacy) as old_client:
+            old_client.xadd("frame_queue", {"h": "x", "p": "y"})
+        with redis.Redis.from_url(service_url(server.port)) as service:
+            assert service.xlen("frame_queue") == 1
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=server.port).ping()
+        render_users(users)  # the migration's second step: the default user off, applied with ACL LOAD
+        with redis.Redis(port=server.port, password=legacy) as old_client:
+            old_client.acl_load()
+            with pytest.raises(redis.AuthenticationError):
+                redis.Redis(port=server.port, password=legacy).ping()
+    finally:
+        server.stop()
 
 
 def test_service_does_everything_as_its_user_and_nothing_is_refused(acl_redis: RedisServer) -> None:
