@@ -2,9 +2,9 @@
 must leave the host alone; then twice, the second run changing nothing), then ``playbooks/verify.yml``: the
 cluster's state, slots and replicas, every node's settings, and the failover drill.
 
-The service is not deployed by that inventory until its cluster backend runs (``frame_buffer_enabled: false``);
-Redis, the exporter, Prometheus and Grafana's files are. Names ``fb-lcluster-*`` / ``fb_lcluster_*``: this test
-and test_site.py (``fb-local-*``) leave each other's deployment alone."""
+The service runs in cluster mode (16 shard streams, FRAME_BUFFER_REDIS_REPLICA_ACKS 1); verify.yml reads XINFO
+of every shard stream from inside its container. Names ``fb-lcluster-*`` / ``fb_lcluster_*``: this test and
+test_site.py (``fb-local-*``) leave each other's deployment alone."""
 
 from __future__ import annotations
 
