@@ -10,10 +10,11 @@ Every wait polls with a deadline (``tests.servers.wait_until``): no bare sleeps.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,15 +93,21 @@ class RedisClusterServers:
     :meth:`stop` kills every process, whatever state the cluster is in.
     """
 
-    def __init__(self, workdir: Path, masters: int = 3, replicas_per_master: int = 1) -> None:
+    def __init__(self, workdir: Path, masters: int = 3, replicas_per_master: int = 1, *,
+                 node_extra: Sequence[str] = (), username: str | None = None, password: str | None = None) -> None:
+        """``node_extra``: further redis-server arguments of every node (e.g. ``--aclfile``); ``username`` and
+        ``password``: the user this class and ``redis-cli --cluster create`` log in as (an ACL user of that file,
+        with ``--masteruser``/``--masterauth`` in ``node_extra`` so that replicas can log in to their masters)."""
         self.workdir = workdir
         count = masters * (1 + replicas_per_master)
         self.replicas_per_master = replicas_per_master
+        self.username, self.password = username, password
         extra = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                  "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--appendfsync", "everysec",
                  # a replica (re)joining syncs at once rather than after the default 5 s wait for more replicas
-                 "--repl-diskless-sync-delay", "0")
-        self.nodes = [RedisServer(workdir / f"node-{port}", *extra, port=port) for port in free_cluster_ports(count)]
+                 "--repl-diskless-sync-delay", "0", *node_extra)
+        self.nodes = [RedisServer(workdir / f"node-{port}", *extra, port=port, username=username, password=password)
+                      for port in free_cluster_ports(count)]
 
     # -- life cycle ------------------------------------------------------------------------------------------
     def start(self) -> RedisClusterServers:
@@ -108,9 +115,11 @@ class RedisClusterServers:
             for node in self.nodes:
                 node.start()
             addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
-            subprocess.run(["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas",
+            login = ["--user", self.username] if self.username else []
+            env = {**os.environ, "REDISCLI_AUTH": self.password} if self.password is not None else None
+            subprocess.run(["redis-cli", *login, "--cluster", "create", *addresses, "--cluster-replicas",
                             str(self.replicas_per_master), "--cluster-yes"],
-                           check=True, capture_output=True, timeout=SETTLE_S, stdin=subprocess.DEVNULL)
+                           check=True, capture_output=True, timeout=SETTLE_S, stdin=subprocess.DEVNULL, env=env)
             self.wait_healthy()
         except BaseException:
             self.stop()
@@ -240,7 +249,8 @@ class RedisClusterServers:
     def client(self) -> RedisCluster:
         """A redis-py cluster client seeded with every node."""
         return RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", node.port) for node in self.nodes],
-                            socket_timeout=5, socket_connect_timeout=2)
+                            socket_timeout=5, socket_connect_timeout=2, username=self.username,
+                            password=self.password)
 
     def keys_on_every_master(self, prefix: str) -> Iterator[tuple[str, RedisServer]]:
         """One key per master (``<prefix>{<n>}`` for the first tags that land on it), with its master."""

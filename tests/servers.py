@@ -49,21 +49,25 @@ def write_malformed_entries(port: int, count: int, stream: str = "frame_queue") 
 class RedisServer:
     """A redis-server of our own, in ``workdir``, with AOF ``appendfsync always`` unless told otherwise.
 
-    With ``password`` it requires it (``requirepass``); :attr:`url` and :meth:`client` then carry it.
+    With ``password`` it requires it (``requirepass``); :attr:`url` and :meth:`client` then carry it. With
+    ``username`` too, the users come from an ACL file the caller passes in ``extra`` (``--aclfile``): no
+    ``requirepass`` then, and :attr:`url` and :meth:`client` log in as that user.
     """
 
-    def __init__(self, workdir: Path, *extra: str, port: int | None = None, password: str | None = None) -> None:
+    def __init__(self, workdir: Path, *extra: str, port: int | None = None, password: str | None = None,
+                 username: str | None = None) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed: run scripts/setup.sh")
         self.workdir = workdir
         self.port = port or free_port()
-        self.extra = (*extra, "--requirepass", password) if password is not None else extra
+        self.extra = (*extra, "--requirepass", password) if password is not None and username is None else extra
         self.password = password
+        self.username = username
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password is not None else ""
+        auth = f"{self.username or ''}:{self.password}@" if self.password is not None else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
@@ -80,7 +84,7 @@ class RedisServer:
         return self
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, password=self.password)
+        return redis.Redis(port=self.port, username=self.username, password=self.password)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no final fsync."""

@@ -63,9 +63,10 @@ def test_nebula_vault_is_encrypted() -> None:
     assert "vault_redis_password" in plain and "vault_grafana_admin_password" in plain
 
 
+@pytest.mark.parametrize("inventory", ["local", "local-cluster", "multi-host-example"])
 @pytest.mark.parametrize("playbook", ["site.yml", "verify.yml"])
-def test_playbooks_parse_with_local_inventory(deploy_tools: Path, tmp_path: Path, playbook: str) -> None:
+def test_playbooks_parse(deploy_tools: Path, tmp_path: Path, playbook: str, inventory: str) -> None:
     run(
-        [deploy_tools / "ansible-playbook", "--syntax-check", "-i", "inventory/local", f"playbooks/{playbook}"],
+        [deploy_tools / "ansible-playbook", "--syntax-check", "-i", f"inventory/{inventory}", f"playbooks/{playbook}"],
         tmp_path / "syntax.log",
     )
