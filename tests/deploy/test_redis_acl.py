@@ -302,7 +302,8 @@ def test_cluster_client_as_service_user(tmp_path: Path) -> None:
         username="admin", password=admin_password).start()
     try:
         service = redis.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port, username="frame_buffer",
-                                     password=PASSWORDS["redis_acl_frame_buffer_password"], socket_timeout=5)
+                                     password=PASSWORDS["redis_acl_frame_buffer_password"], socket_timeout=5,
+                                     protocol=2)  # as the service's own client
         layout = ShardLayout("frame_queue", shards=16, cluster=True)
         try:
             for stream, dlq in layout.shard_keys():
