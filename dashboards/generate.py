@@ -291,7 +291,7 @@ def frame_queue_panels() -> list[Panel]:
         ),
         panel(
             "Oldest pending entry",
-            [(Q.by_group("frame_queue_oldest_pending_seconds"), "{{group}}")],
+            [(Q.oldest_by_group(), "{{group}}")],
             unit="s",
             width=6,
             thresholds=[("green", None), ("red", 120)],

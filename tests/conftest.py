@@ -10,17 +10,23 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from frame_buffer.codec import FrameCodec
-from frame_buffer.queue import FrameQueue, QueueSettings, open_queue
+from frame_buffer.queue import FrameQueue, QueueSettings, RedisOptions, open_queue
+from frame_buffer.queue.redis_streams.shards import ShardLayout
 from frame_buffer.wake_latency import current_bound_us
 from tests.cluster_servers import RedisClusterServers
 from tests.servers import RedisServer
 
 REDIS_URL = os.environ.get("FB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("FB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-#: Backends the conformance suite runs against.
-BACKENDS = ["memory", "redis", "rabbitmq"]
+#: Backends the conformance suite runs against: ``redis-shards`` is the redis backend with 4 shard streams on
+#: one server, ``redis-cluster`` the redis backend in cluster mode (16 shards) on the six-node test cluster.
+BACKENDS = ["memory", "redis", "redis-shards", "redis-cluster", "rabbitmq"]
+#: The redis backend's options of each redis variant.
+REDIS_VARIANTS = {"redis": RedisOptions(), "redis-shards": RedisOptions(shards=4),
+                  "redis-cluster": RedisOptions(mode="cluster", shards=16)}
 
 QueueFactory = Callable[..., FrameQueue]
 #: Group names the conformance suite uses: their queues are deleted after each rabbitmq test.
@@ -41,10 +47,14 @@ def stream_name() -> str:
     return f"test_{uuid.uuid4().hex[:12]}"
 
 
-def _cleanup(backend: str, stream: str) -> None:
-    if backend == "redis":
-        client = redis.Redis.from_url(REDIS_URL)
-        client.delete(stream, f"{stream}:dlq")
+def _cleanup(backend: str, stream: str, url: str) -> None:
+    if backend in REDIS_VARIANTS:
+        cluster = backend == "redis-cluster"
+        client = RedisCluster.from_url(url.split(",", maxsplit=1)[0]) if cluster else redis.Redis.from_url(url)
+        options = REDIS_VARIANTS[backend]
+        layout = ShardLayout(stream, options.shards, options.mode == "cluster")
+        for keys in layout.shard_keys():
+            client.delete(*keys)
         client.close()
     if backend == "rabbitmq":
         from frame_buffer.queue.rabbitmq import delete_topology
@@ -52,13 +62,29 @@ def _cleanup(backend: str, stream: str) -> None:
         delete_topology(AMQP_URL, QueueSettings(stream=stream), groups=_RABBITMQ_TEST_GROUPS)
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[pytest.param(b, marks=pytest.mark.cluster) if b == "redis-cluster" else b for b in BACKENDS])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
-def make_queue(backend: str, stream_name: str) -> Iterator[QueueFactory]:
+def backend_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """The server URL of ``backend`` (for ``redis-cluster``: the test cluster's seeds, starting it if needed)."""
+    if backend == "redis-cluster":
+        return str(request.getfixturevalue("redis_cluster").seed_urls)
+    return AMQP_URL if backend == "rabbitmq" else REDIS_URL
+
+
+def open_backend(backend: str, url: str, settings: QueueSettings, codec: FrameCodec | None = None) -> FrameQueue:
+    """Open a queue of one of :data:`BACKENDS` (a redis variant opens the redis backend with its options)."""
+    if backend in REDIS_VARIANTS:
+        return open_queue("redis", redis_url=url, settings=settings, codec=codec,
+                          redis_options=REDIS_VARIANTS[backend])
+    return open_queue(backend, redis_url=url, amqp_url=url, settings=settings, codec=codec)
+
+
+@pytest.fixture
+def make_queue(backend: str, backend_url: str, stream_name: str) -> Iterator[QueueFactory]:
     """Open queues on the test's backend and stream; all closed and cleaned up afterwards.
 
     Queues made by one test share the stream (and, for ``memory``, the one in-process instance).
@@ -77,14 +103,14 @@ def make_queue(backend: str, stream_name: str) -> Iterator[QueueFactory]:
                 queue = shared["q"]
                 queue.settings = settings
             return queue
-        queue = open_queue(backend, redis_url=REDIS_URL, amqp_url=AMQP_URL, settings=settings, codec=codec)
+        queue = open_backend(backend, backend_url, settings, codec)
         opened.append(queue)
         return queue
 
     yield make
     for queue in opened:
         queue.close()
-    _cleanup(backend, stream_name)
+    _cleanup(backend, stream_name, backend_url)
 
 
 @pytest.fixture

@@ -114,6 +114,21 @@ def host_problem(host: str) -> str | None:
     return None
 
 
+def server_address(url: str) -> str:
+    """``host:port`` (IPv6 in brackets) or the socket path of a server URL, without credentials: where a
+    message says a server is."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    default = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671}.get(parts.scheme, 0)
+    try:
+        port = parts.port or default
+    except ValueError:  # a URL given in code, without the check: the default port
+        port = default
+    host = parts.hostname or "127.0.0.1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def masked_url(url: str) -> str:
     """``url`` with its password shown as ``***``: fit for a message, a log line or /readyz.
 

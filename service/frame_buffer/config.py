@@ -32,6 +32,7 @@ from frame_buffer.checks import (
     name_problem,
     redis_seeds_problem,
     redis_url_problem,
+    server_address,
     show,
     unwrap,
 )
@@ -39,7 +40,14 @@ from frame_buffer.codec import DEFAULT_MAX_FRAME_BYTES, Checksum, FrameCodec
 from frame_buffer.errors import ConfigError
 from frame_buffer.flow.backpressure import Policy
 from frame_buffer.queue import FrameQueue, open_queue
-from frame_buffer.queue.settings import DEFAULT_AMQP_URL, DEFAULT_REDIS_URL, Backend, QueueOptions, QueueSettings
+from frame_buffer.queue.settings import (
+    DEFAULT_AMQP_URL,
+    DEFAULT_REDIS_URL,
+    Backend,
+    QueueOptions,
+    QueueSettings,
+    RedisOptions,
+)
 from frame_buffer.wake_latency import DEVICE, NO_BOUND_US, WakeLatencyRequest, WakeLatencyUnavailable
 
 ENV_PREFIX = "FRAME_BUFFER_"
@@ -95,12 +103,14 @@ class Settings(QueueOptions):
 
     Args:
         backend: ``redis`` (default), ``rabbitmq`` or ``memory``.
-        redis_mode: ``standalone`` (one Redis server) or ``cluster`` (a Redis Cluster; not built yet, refused at
-            start: docs/scaling.md).
+        redis_mode: ``standalone`` (one Redis server) or ``cluster`` (a Redis Cluster: docs/scaling.md).
         redis_url: Redis server of the ``redis`` backend; in ``cluster`` mode one or more comma-separated seed
             nodes (``redis://`` or ``rediss://``, database 0, the same credentials).
         shards: shard streams of the ``redis`` backend (1 to 1024); unset: 1 in ``standalone`` mode (the one
             stream key of before), 16 in ``cluster`` mode (see :attr:`shard_count`).
+        redis_replica_acks: after each publish, ``WAIT`` until this many replicas have it (0: do not wait);
+            fewer within ``redis_replica_timeout_ms`` is a failed publish (retried, then spooled).
+        redis_replica_timeout_ms: how long that ``WAIT`` may take.
         amqp_url: RabbitMQ broker of the ``rabbitmq`` backend.
         group: consumer group of this service's workers; also declared up front.
         consumer_prefix: consumers are named ``<prefix>-<index>``; stable across restarts (default: hostname).
@@ -128,6 +138,8 @@ class Settings(QueueOptions):
     redis_mode: RedisMode = "standalone"
     redis_url: Annotated[str, REDIS_URL] = DEFAULT_REDIS_URL
     shards: Annotated[int | None, Bound(1, 1024)] = None
+    redis_replica_acks: Annotated[int, Bound(0, 16)] = 0
+    redis_replica_timeout_ms: Annotated[int, Bound(1, 60_000)] = 1000
     amqp_url: Annotated[str, AMQP_URL] = DEFAULT_AMQP_URL
     group: Annotated[str, NAME] = "workers"
     consumer_prefix: Annotated[str, NAME] = field(default_factory=socket.gethostname)
@@ -181,6 +193,15 @@ class Settings(QueueOptions):
         """The Redis URLs to start from: the one server, or every seed node of a cluster."""
         return tuple(self.redis_url.split(",")) if self.redis_mode == "cluster" else (self.redis_url,)
 
+    @property
+    def backend_address(self) -> str:
+        """``host:port`` of the configured backend without credentials (every seed of a cluster, a socket's
+        path, ``memory``), for messages and ``/readyz``."""
+        if self.backend == "memory":
+            return "memory"
+        urls = self.redis_seeds if self.backend == "redis" else (self.amqp_url,)
+        return ",".join(map(server_address, urls))
+
     # -- building blocks ---------------------------------------------------------------------------------
     def queue_settings(self, groups: Sequence[str] | None = None) -> QueueSettings:
         """The queue part of the settings, declaring ``groups`` (default: the configured group)."""
@@ -190,7 +211,12 @@ class Settings(QueueOptions):
     def open_queue(self, groups: Sequence[str] | None = None) -> FrameQueue:
         """Open the queue these settings describe, declaring ``groups`` (default: the configured group)."""
         return open_queue(self.backend, redis_url=self.redis_url, amqp_url=self.amqp_url,
-                          settings=self.queue_settings(groups), codec=self.codec())
+                          settings=self.queue_settings(groups), codec=self.codec(), redis_options=self.redis_options())
+
+    def redis_options(self) -> RedisOptions:
+        """The ``redis`` backend's layout and durability these settings describe."""
+        return RedisOptions(self.redis_mode, self.shard_count, self.redis_replica_acks,
+                            self.redis_replica_timeout_ms)
 
     def codec(self) -> FrameCodec:
         """The wire codec these settings describe."""

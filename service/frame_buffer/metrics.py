@@ -75,13 +75,15 @@ thread_restarts = Counter(
     registry=REGISTRY,
 )
 
-depth = Gauge("frame_queue_depth", "Entries held in the queue (stream length).", registry=REGISTRY)
+# Per shard stream ("0" with one): a shard that lags names the cameras that wait.
+depth = Gauge("frame_queue_depth", "Entries held in the queue (stream length).", ["shard"], registry=REGISTRY)
 consumer_lag = Gauge(
-    "frame_queue_consumer_lag", "Entries not yet delivered to the group.", ["group"], registry=REGISTRY
+    "frame_queue_consumer_lag", "Entries not yet delivered to the group.", ["group", "shard"], registry=REGISTRY
 )
-pending = Gauge("frame_queue_pending", "Entries delivered but not yet acked.", ["group"], registry=REGISTRY)
+pending = Gauge("frame_queue_pending", "Entries delivered but not yet acked.", ["group", "shard"],
+                registry=REGISTRY)
 oldest_pending = Gauge(
-    "frame_queue_oldest_pending_seconds", "Idle time of the group's oldest pending entry.", ["group"],
+    "frame_queue_oldest_pending_seconds", "Idle time of the group's oldest pending entry.", ["group", "shard"],
     registry=REGISTRY,
 )
 dead_letter_depth = Gauge(
@@ -138,7 +140,7 @@ ready = Gauge(
 )
 
 
-def initialise(cameras: list[str], groups: list[str]) -> None:
+def initialise(cameras: list[str], groups: list[str], shards: int = 1) -> None:
     """Create every labelled series at zero, so dashboards and alerts see them before the first event."""
     for reason in DROP_REASONS:
         dropped.labels(reason=reason)
@@ -152,6 +154,8 @@ def initialise(cameras: list[str], groups: list[str]) -> None:
         for group in groups:
             for counter in (consumed, acked, redelivered):
                 counter.labels(camera=camera, group=group)
-    for group in groups:
-        for gauge in (consumer_lag, pending, oldest_pending):
-            gauge.labels(group=group)
+    for shard in map(str, range(shards)):
+        depth.labels(shard=shard)
+        for group in groups:
+            for gauge in (consumer_lag, pending, oldest_pending):
+                gauge.labels(group=group, shard=shard)

@@ -83,12 +83,21 @@ class Queries:
 
     # -- backlog -------------------------------------------------------------------------------------------
     def depth(self) -> str:
-        """Entries held in the queue."""
-        return "max(frame_queue_depth)"
+        """Entries held in the queue: every shard stream's length, each read once (every service instance
+        exports the same gauges, hence the ``max`` per shard before the sum)."""
+        return "sum(max by (shard) (frame_queue_depth))"
 
     def by_group(self, gauge: str) -> str:
-        """A gauge of the groups (``frame_queue_consumer_lag``, ``_pending``, ``_oldest_pending_seconds``)."""
+        """A gauge of the groups summed over the shards (``frame_queue_consumer_lag``, ``_pending``)."""
+        return f"sum by (group) (max by (group, shard) ({self.select(gauge, 'group')}))"
+
+    def oldest_by_group(self, gauge: str = "frame_queue_oldest_pending_seconds") -> str:
+        """The oldest pending entry's idle time of each group, over all shards."""
         return f"max by (group) ({self.select(gauge, 'group')})"
+
+    def by_shard(self, gauge: str) -> str:
+        """A gauge of the groups per shard stream: which shard (which cameras) lags."""
+        return f"max by (group, shard) ({self.select(gauge, 'group')})"
 
     # -- losses --------------------------------------------------------------------------------------------
     def dropped(self) -> str:

@@ -22,8 +22,8 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from prometheus_client import generate_latest
 
@@ -36,7 +36,7 @@ from frame_buffer.flow.retry import RetryPolicy
 from frame_buffer.flow.worker import Worker
 from frame_buffer.handlers import load_handler
 from frame_buffer.http_endpoint import HTTPServer, handler_for
-from frame_buffer.queue import BackendRefused, BackendUnavailable, BackpressureTimeout, FrameQueue
+from frame_buffer.queue import BackendRefused, BackendUnavailable, BackpressureTimeout, FrameQueue, QueueStats
 from frame_buffer.sources import SourceSpec, open_source, probe_source
 from frame_buffer.sources.synthetic import SyntheticSource
 from frame_buffer.sources.video import READ_TIMEOUT_S, VideoSource
@@ -54,17 +54,7 @@ WORKER_GRACE_S = 1.0
 
 def backend_address(settings: Settings) -> str:
     """``host:port`` (or socket path) of the configured backend, for reasons on /readyz."""
-    if settings.backend == "memory":
-        return "memory"
-    url = urlsplit(settings.redis_url if settings.backend == "redis" else settings.amqp_url)
-    if url.scheme == "unix":
-        return url.path
-    default = 6379 if settings.backend == "redis" else (5671 if url.scheme == "amqps" else 5672)
-    try:
-        port = url.port or default
-    except ValueError:
-        port = default
-    return f"{url.hostname or '127.0.0.1'}:{port}"
+    return settings.backend_address
 
 
 class Service:
@@ -207,7 +197,8 @@ class Service:
         settings = self.settings
         spawn = self.supervisor.spawn
         self.started = True
-        metrics.initialise([spec.camera for spec in self.specs], [settings.group])
+        metrics.initialise([spec.camera for spec in self.specs], [settings.group],
+                           settings.shard_count if settings.backend == "redis" else 1)
         spawn("http", self._serve_http, self.stopping)
         spawn("stats", self._poll_stats, self.stopping)
         log.info("serving /metrics /healthz /readyz on %s:%d", settings.http_host, self.port)
@@ -274,15 +265,11 @@ class Service:
             heartbeat.beat()
             try:
                 queue = queue or self.open_queue()
-                stats = queue.stats(self.settings.group)
+                shards = queue.shard_stats(self.settings.group)
                 if not self.backend_reachable:
                     log.info("backend at %s answers again", self.address)
                 self.backend_reachable, self.backend_error = True, None
-                metrics.depth.set(stats.depth)
-                metrics.consumer_lag.labels(group=self.settings.group).set(stats.lag)
-                metrics.pending.labels(group=self.settings.group).set(stats.pending)
-                metrics.oldest_pending.labels(group=self.settings.group).set(stats.oldest_pending_ms / 1000)
-                metrics.dead_letter_depth.set(stats.dead_letters)
+                _export_queue_stats(self.settings.group, shards)
             except BackendUnavailable as exc:
                 reason = self._backend_reason(exc)
                 if reason != self.backend_error:
@@ -338,3 +325,14 @@ class Service:
         log.info("stopped %s", "cleanly" if clean else
                  "with frames left behind (drain timeout, or a worker process that did not drain cleanly)")
         return 0 if clean else 1
+
+
+def _export_queue_stats(group: str, shards: Sequence[QueueStats]) -> None:
+    """The backlog gauges of ``group`` from each shard stream's stats (one with a single stream)."""
+    for index, stats in enumerate(shards):
+        shard = str(index)
+        metrics.depth.labels(shard=shard).set(stats.depth)
+        metrics.consumer_lag.labels(group=group, shard=shard).set(stats.lag)
+        metrics.pending.labels(group=group, shard=shard).set(stats.pending)
+        metrics.oldest_pending.labels(group=group, shard=shard).set(stats.oldest_pending_ms / 1000)
+    metrics.dead_letter_depth.set(sum(stats.dead_letters for stats in shards))

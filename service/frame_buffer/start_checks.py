@@ -47,19 +47,6 @@ def check_sources(settings: Settings, specs: Sequence[SourceSpec]) -> None:
             check_frame_size(settings, (height, width, 3), f"FRAME_BUFFER_SOURCES: source {spec.name}")
 
 
-def check_built(settings: Settings) -> None:
-    """Refuse the Redis Cluster settings of issue 16 until their backend exists (docs/scaling.md): running
-    standalone instead, without a word, would put every frame on one server the user did not mean."""
-    if settings.backend != "redis":
-        return  # like redis_url, these are the redis backend's settings
-    if settings.redis_mode == "cluster":
-        raise ConfigError("FRAME_BUFFER_REDIS_MODE: cluster is not implemented yet (issue 16, docs/scaling.md); "
-                          "only standalone runs")
-    if settings.shard_count > 1:
-        raise ConfigError(f"FRAME_BUFFER_SHARDS: {settings.shard_count} shards is not implemented yet (issue 16, "
-                          "docs/scaling.md); only 1 runs")
-
-
 def stall_limit(settings: Settings) -> float:
     """The supervisor's stall limit: setting ``stall_timeout_s`` (``FRAME_BUFFER_STALL_TIMEOUT_S``, 60 s).
 

@@ -33,7 +33,7 @@ class Place:
     busy_port: int
 
 
-USAGE, CONFIG, FAILED = 2, 2, 1
+USAGE, CONFIG, FAILED, UNREACHABLE = 2, 2, 1, 3
 
 #: (argv, extra environment, exit code, text the one stderr line must contain). ``{...}`` is filled from Place.
 ROWS: list[tuple[str, tuple[str, ...], dict[str, str], int, str]] = [
@@ -285,14 +285,16 @@ ROWS: list[tuple[str, tuple[str, ...], dict[str, str], int, str]] = [
     # -- issue 16: Redis Cluster settings (checked now; cluster mode and shards refused until built) ------------
     ("env-redis-mode-sentinel", ("consume",), {"FRAME_BUFFER_REDIS_MODE": "sentinel"}, CONFIG,
      "FRAME_BUFFER_REDIS_MODE: must be one of standalone, cluster, got 'sentinel'"),
-    ("env-redis-mode-cluster-not-built", ("loadgen", "--stream", "{stream}"), {"FRAME_BUFFER_REDIS_MODE": "cluster"},
-     CONFIG, "FRAME_BUFFER_REDIS_MODE: cluster is not implemented yet (issue 16, docs/scaling.md); only standalone"),
-    ("run-redis-mode-cluster-not-built", ("run", "--no-sources", "--http-port", "0", "--stream", "{stream}"),
-     {"FRAME_BUFFER_REDIS_MODE": "cluster"}, CONFIG, "FRAME_BUFFER_REDIS_MODE: cluster is not implemented yet"),
-    ("demo-redis-mode-cluster-not-built", ("demo", "--duration", "0.5"), {"FRAME_BUFFER_REDIS_MODE": "cluster"},
-     CONFIG, "FRAME_BUFFER_REDIS_MODE: cluster is not implemented yet"),
-    ("env-shards-not-built", ("consume", "--stream", "{stream}"), {"FRAME_BUFFER_SHARDS": "4"}, CONFIG,
-     "FRAME_BUFFER_SHARDS: 4 shards is not implemented yet (issue 16, docs/scaling.md); only 1 runs"),
+    ("env-redis-mode-cluster-on-standalone", ("loadgen", "--stream", "{stream}"),
+     {"FRAME_BUFFER_REDIS_MODE": "cluster"}, CONFIG,
+     "redis at 127.0.0.1:6379 (redis://127.0.0.1:6379/0) is not a Redis Cluster node"),
+    ("run-redis-mode-cluster-on-standalone", ("run", "--no-sources", "--http-port", "0", "--stream", "{stream}"),
+     {"FRAME_BUFFER_REDIS_MODE": "cluster"}, CONFIG, "is not a Redis Cluster node: set FRAME_BUFFER_REDIS_MODE"),
+    ("demo-redis-mode-cluster-on-standalone", ("demo", "--duration", "0.5"), {"FRAME_BUFFER_REDIS_MODE": "cluster"},
+     CONFIG, "is not a Redis Cluster node"),
+    ("env-cluster-seeds-unreachable", ("consume", "--stream", "{stream}"),
+     {"FRAME_BUFFER_REDIS_MODE": "cluster", "FRAME_BUFFER_REDIS_URL": "redis://127.0.0.1:1/0,redis://127.0.0.1:2"},
+     UNREACHABLE, "redis cluster unavailable, no seed answered: 127.0.0.1:1: Error 111 connecting to 127.0.0.1:1"),
     ("env-shards-0", ("loadgen",), {"FRAME_BUFFER_SHARDS": "0"}, CONFIG,
      "FRAME_BUFFER_SHARDS: must be positive, got 0"),
     ("env-shards-2000", ("dlq", "list"), {"FRAME_BUFFER_SHARDS": "2000"}, CONFIG,

@@ -6,12 +6,13 @@ import json
 import sys
 import time
 
-from frame_buffer.queue import QueueSettings, open_queue
+from frame_buffer.queue import QueueSettings
+from tests.conftest import open_backend
 
 
 def main() -> None:
     backend, url, stream, group, consumer, count = sys.argv[1:7]
-    queue = open_queue(backend, redis_url=url, amqp_url=url, settings=QueueSettings(stream=stream))
+    queue = open_backend(backend, url, QueueSettings(stream=stream))
     deliveries = queue.consume(group, consumer, count=int(count), block_ms=5000)
     print(json.dumps([d.id for d in deliveries]), flush=True)
     while True:  # hold the batch, unacked, until killed

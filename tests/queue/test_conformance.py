@@ -17,7 +17,7 @@ from frame_buffer import metrics
 from frame_buffer.codec import EncodedFrame, FrameCodec
 from frame_buffer.frame import Frame
 from frame_buffer.queue import BackpressureTimeout, Delivery, FrameQueue
-from tests.conftest import AMQP_URL, REDIS_URL, QueueFactory
+from tests.conftest import QueueFactory
 from tests.frames import make_frames, pattern
 
 DEADLINE_S = 30.0
@@ -46,7 +46,8 @@ def test_frames_of_one_camera_arrive_in_order(make_queue: QueueFactory) -> None:
         by_camera.setdefault(delivery.frame.camera, []).append(delivery.frame.seq)
     assert by_camera == {f"cam{c}": list(range(100)) for c in range(3)}
     assert all(d.attempts == 1 for d in got)
-    np.testing.assert_array_equal(got[5].frame.data, frames[5].data)
+    (fifth,) = [d for d in got if (d.frame.camera, d.frame.seq) == (frames[5].camera, frames[5].seq)]
+    np.testing.assert_array_equal(fifth.frame.data, frames[5].data)
 
 
 def test_consumers_of_one_group_share_frames_each_exactly_once(make_queue: QueueFactory) -> None:
@@ -84,7 +85,8 @@ def test_group_created_after_publishing_sees_held_frames(make_queue: QueueFactor
     assert len(drain(queue, "late", "c", 10)) == 10
 
 
-def test_killed_consumer_frames_reach_another_consumer(make_queue: QueueFactory, backend: str) -> None:
+def test_killed_consumer_frames_reach_another_consumer(make_queue: QueueFactory, backend: str,
+                                                        backend_url: str) -> None:
     queue = make_queue(groups=("g",), claim_min_idle_ms=300)
     queue.publish_many(make_frames(40))
     if backend == "memory":
@@ -92,8 +94,7 @@ def test_killed_consumer_frames_reach_another_consumer(make_queue: QueueFactory,
         # vanishes without acking is the same event from the queue's point of view.
         taken = [d.id for d in queue.consume("g", "doomed", count=15, block_ms=1000)]
     else:
-        url = REDIS_URL if backend == "redis" else AMQP_URL
-        args = [sys.executable, "-m", "tests.queue.dying_consumer", backend, url,
+        args = [sys.executable, "-m", "tests.queue.dying_consumer", backend, backend_url,
                 queue.settings.stream, "g", "doomed", "15"]
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
@@ -265,6 +266,15 @@ def test_stats_count_lag_pending_and_oldest_pending(make_queue: QueueFactory) ->
     queue.trim()
     stats = queue.stats("g")
     assert (stats.depth, stats.lag, stats.pending) == (6, 6, 0)
+
+
+def test_shard_stats_add_up_to_the_stats_and_dead_letters_are_named(make_queue: QueueFactory) -> None:
+    queue = make_queue(groups=("g",))
+    queue.publish_many(make_frames(12, cameras=6))
+    queue.dead_letter(drain(queue, "g", "c", 12)[0], "handler_error")
+    each, total = queue.shard_stats("g"), queue.stats("g")
+    assert sum(s.depth for s in each) == total.depth and sum(s.dead_letters for s in each) == total.dead_letters == 1
+    assert queue.settings.stream in queue.dead_letter_name
 
 
 def test_empty_publish_and_empty_consume(make_queue: QueueFactory) -> None:

@@ -44,7 +44,8 @@ def test_endpoints_and_metrics_pass_promtool(tmp_path: Path, service_env: dict[s
         _, text = service.get("/metrics")
         for name in (
             'frame_queue_published_total{camera="cam7"}', 'frame_queue_dropped_total{reason="drop_oldest"}',
-            'frame_queue_dead_lettered_total{reason="bad_checksum"}', 'frame_queue_consumer_lag{group="workers"}',
+            'frame_queue_dead_lettered_total{reason="bad_checksum"}',
+            'frame_queue_consumer_lag{group="workers",shard="0"}',
             "frame_queue_end_to_end_latency_seconds_bucket", "frame_queue_breaker_state", "frame_queue_ready 1.0",
         ):
             assert name in text, f"{name} missing from /metrics"

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import urllib.parse
 from collections.abc import Callable, Sequence
 
 from frame_buffer.config import Bound, Settings, name_problem, show
 from frame_buffer.errors import EXIT_UNREACHABLE, FrameBufferError
 from frame_buffer.queue.settings import BACKENDS, DEFAULT_AMQP_URL, DEFAULT_REDIS_URL
 from frame_buffer.sources import MAX_SIDE  # loadgen, demo and soak make frames no larger than synthetic sources
-from frame_buffer.start_checks import check_built
 
 #: Labels of settings whose flag is not ``--<name>``.
 _FLAGS = {"sources": "--source"}
@@ -117,7 +115,6 @@ def settings_from(args: argparse.Namespace, **extra: object) -> Settings:
     overrides = {"backend": args.backend, "redis_url": args.redis_url, "amqp_url": args.amqp_url,
                  "stream": args.stream, **extra}
     settings = Settings.load(args.config, overrides=overrides, labels=_FLAGS)
-    check_built(settings)
     return settings
 
 
@@ -125,12 +122,7 @@ def address(settings: Settings) -> str:
     """Where the configured backend is, for messages: ``redis at 127.0.0.1:6379``, without credentials."""
     if settings.backend == "memory":
         return "the in-process memory backend"
-    parts = urllib.parse.urlsplit(settings.redis_url if settings.backend == "redis" else settings.amqp_url)
-    if parts.scheme == "unix":
-        return f"redis at {parts.path}"
-    default = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671}[parts.scheme]
-    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
-    return f"{settings.backend} at {host}:{parts.port or default}"
+    return f"{settings.backend} at {settings.backend_address}"
 
 
 def preflight(settings: Settings, groups: Sequence[str], *, outage_ok: bool) -> None:

@@ -43,7 +43,8 @@ from frame_buffer.commands.common import (
 from frame_buffer.config import Settings
 from frame_buffer.flow.producer import Producer
 from frame_buffer.frame import Frame
-from frame_buffer.queue import BackendRefused, BackendUnavailable, FrameQueue, QueueSettings
+from frame_buffer.queue import BackendRefused, BackendUnavailable, FrameQueue, QueueError, QueueSettings
+from frame_buffer.queue.redis_streams import RedisQueue
 from frame_buffer.sources.synthetic import SyntheticSource
 from frame_buffer.start_checks import check_frame_size
 from frame_buffer.stats import percentiles_ms
@@ -89,7 +90,9 @@ def _redis_answers(url: str) -> bool:
 
 @contextmanager
 def _choose_backend(settings: Settings, explicit: bool) -> Iterator[tuple[Settings, str]]:
-    if explicit or settings.backend != "redis" or _redis_answers(settings.redis_url):
+    # A cluster is never replaced by a throwaway server: the user asked for that one.
+    configured = explicit or settings.backend != "redis" or settings.redis_mode == "cluster"
+    if configured or _redis_answers(settings.redis_url):
         yield settings, f"{settings.backend} (as configured)"
         return
     binary = shutil.which("redis-server")
@@ -234,22 +237,18 @@ def _report(audit: Audit, producer: Producer, seconds: float) -> int:
 
 
 # -- what the demo created, and only that, is deleted at the end ---------------------------------------
-def _names(settings: Settings) -> list[str]:
-    return [settings.stream, f"{settings.stream}:dlq"]
+def _redis_queue(settings: Settings) -> RedisQueue:
+    """The demo's queue without declaring its group (that would create the stream)."""
+    queue = settings.open_queue(groups=())
+    assert isinstance(queue, RedisQueue)  # settings.backend is redis
+    return queue
 
 
 def _existing(settings: Settings) -> set[str]:
-    """Which of the stream and its dead-letter queue exist before the demo starts (none on memory)."""
+    """Which of the streams and dead-letter streams exist before the demo starts (none on memory)."""
     if settings.backend == "redis":
-        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
-        try:
-            return {key for key in _names(settings) if client.exists(key)}
-        except redis.AuthenticationError as exc:
-            raise BackendRefused(f"{address(settings)} refused the credentials: {exc}") from None
-        except redis.RedisError as exc:
-            raise BackendUnavailable(f"{address(settings)} unavailable: {exc}") from None
-        finally:
-            client.close()
+        with _redis_queue(settings) as queue:
+            return queue.existing_keys()
     if settings.backend == "rabbitmq":
         return _rabbitmq_existing(settings)
     return set()
@@ -286,14 +285,11 @@ def _delete_created(settings: Settings, existed: set[str]) -> None:
         return
     try:
         if settings.backend == "redis":
-            client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
-            try:
-                client.delete(*_names(settings))
-            finally:
-                client.close()
+            with _redis_queue(settings) as queue:
+                queue.delete_keys()
         else:
             from frame_buffer.queue.rabbitmq import delete_topology
 
             delete_topology(settings.amqp_url, QueueSettings(stream=settings.stream), (GROUP,))
-    except (redis.RedisError, pika.exceptions.AMQPError) as exc:
+    except (QueueError, pika.exceptions.AMQPError) as exc:
         print(f"demo: could not delete the stream {settings.stream} at the end: {exc!r}", file=sys.stderr)

@@ -117,7 +117,7 @@ def _list(queue: FrameQueue, args: argparse.Namespace, ask: Callable[[str], str]
         item = _as_dict(letter)
         print(f"{item['id']}  {item['dead_lettered_at']}  {item['reason']:<16} attempts={item['attempts']} "
               f"original={item['original_id']} group={item['group']}  {item['error'][:80]}")
-    print(f"{len(letters)} dead letter(s) shown from {queue.settings.dead_letter_stream}")
+    print(f"{len(letters)} dead letter(s) shown from {queue.dead_letter_name}")
     return 0
 
 
@@ -128,7 +128,7 @@ def _find(queue: FrameQueue, letter_id: str) -> DeadLetter | None:
 def _show(queue: FrameQueue, args: argparse.Namespace, ask: Callable[[str], str]) -> int:
     letter = _find(queue, args.id)
     if letter is None:
-        print(f"frame-buffer dlq: no dead letter {args.id} in {queue.settings.dead_letter_stream}", file=sys.stderr)
+        print(f"frame-buffer dlq: no dead letter {args.id} in {queue.dead_letter_name}", file=sys.stderr)
         return 1
     item = _as_dict(letter, full=True)
     if args.json:
@@ -156,7 +156,7 @@ def _not_found(queue: FrameQueue, action: str, missing: int, requested: int) -> 
     """1 with one line on stderr when some named dead letters were not there, else 0."""
     if missing <= 0:
         return 0
-    print(f"frame-buffer dlq {action}: {missing} of {requested} id(s) not found in {queue.settings.dead_letter_stream}",
+    print(f"frame-buffer dlq {action}: {missing} of {requested} id(s) not found in {queue.dead_letter_name}",
           file=sys.stderr)
     return 1
 
@@ -170,7 +170,7 @@ def _purge(queue: FrameQueue, args: argparse.Namespace, ask: Callable[[str], str
     if not args.yes:
         what = f"{count} dead letter(s)" if ids is not None else f"all {count} dead letter(s)"
         try:
-            answer = ask(f"purge {what} from {queue.settings.dead_letter_stream}? This cannot be undone [y/N] ")
+            answer = ask(f"purge {what} from {queue.dead_letter_name}? This cannot be undone [y/N] ")
         except EOFError:
             answer = ""
         if answer.strip().lower() not in ("y", "yes"):
@@ -180,5 +180,5 @@ def _purge(queue: FrameQueue, args: argparse.Namespace, ask: Callable[[str], str
     if args.json:
         print(json.dumps({"purged": purged}))
     else:
-        print(f"purged {purged} dead letter(s) from {queue.settings.dead_letter_stream}")
+        print(f"purged {purged} dead letter(s) from {queue.dead_letter_name}")
     return _not_found(queue, "purge", count - purged, count) if ids is not None else 0

@@ -34,7 +34,7 @@ from frame_buffer.flow.buffer import AdaptiveBuffer, Item, MemoryBudget
 from frame_buffer.flow.connection import QueueConnection
 from frame_buffer.flow.spool import Spool
 from frame_buffer.frame import Frame
-from frame_buffer.queue import BackendUnavailable, BackpressureTimeout, FrameQueue
+from frame_buffer.queue import BackendUnavailable, BackpressureTimeout, FrameQueue, QueueError
 
 log = logging.getLogger("frame_buffer.producer")
 
@@ -271,6 +271,11 @@ class Producer:
             return True
         except Exception as exc:  # BackendUnavailable, or anything a broken client raises
             self._failed(exc)
+            if isinstance(exc, QueueError) and exc.written:  # shards that stored their part before one failed
+                written = set(exc.written)
+                self._published_batch([entry for i, entry in enumerate(batch) if i in written], from_spool, None)
+                with self._cond:
+                    self._inflight = [entry for i, entry in enumerate(batch) if i not in written]
             with self._cond:
                 self.spool.push_front(self._inflight, returning=self._inflight_from_spool)
                 self._inflight = []

@@ -12,7 +12,7 @@ from frame_buffer.queue.base import (
     QueueStats,
     StreamWrongType,
 )
-from frame_buffer.queue.settings import DEFAULT_AMQP_URL, DEFAULT_REDIS_URL, QueueSettings
+from frame_buffer.queue.settings import DEFAULT_AMQP_URL, DEFAULT_REDIS_URL, QueueSettings, RedisOptions
 
 __all__ = [
     "DEFAULT_AMQP_URL",
@@ -26,6 +26,7 @@ __all__ = [
     "QueueError",
     "QueueSettings",
     "QueueStats",
+    "RedisOptions",
     "StreamWrongType",
     "open_queue",
 ]
@@ -38,6 +39,7 @@ def open_queue(
     amqp_url: str = DEFAULT_AMQP_URL,
     settings: QueueSettings | None = None,
     codec: FrameCodec | None = None,
+    redis_options: RedisOptions | None = None,
 ) -> FrameQueue:
     """Open a queue on ``backend`` (``redis``, ``rabbitmq`` or ``memory``).
 
@@ -47,11 +49,18 @@ def open_queue(
         amqp_url: broker of the ``rabbitmq`` backend.
         settings: stream, groups and limits shared by every backend.
         codec: wire codec (checksum, compression, maximum frame size).
+        redis_options: mode (standalone or cluster), shard streams and replica acknowledgements of ``redis``.
     """
     if backend == "redis":
-        from frame_buffer.queue.redis_streams import RedisStreamsQueue
+        from frame_buffer.queue.redis_streams import RedisStreamsQueue, ShardedStreamsQueue
 
-        return RedisStreamsQueue(redis_url, settings, codec)
+        options = redis_options or RedisOptions()
+        if options.mode == "cluster" or options.shards > 1:
+            return ShardedStreamsQueue(redis_url, settings, codec, shards=options.shards,
+                                       cluster=options.mode == "cluster", replica_acks=options.replica_acks,
+                                       replica_timeout_ms=options.replica_timeout_ms)
+        return RedisStreamsQueue(redis_url, settings, codec, replica_acks=options.replica_acks,
+                                 replica_timeout_ms=options.replica_timeout_ms)
     if backend == "memory":
         from frame_buffer.queue.memory import MemoryQueue
 

@@ -35,7 +35,14 @@ log = logging.getLogger("frame_buffer.queue")
 
 
 class QueueError(FrameBufferError):
-    """Base class of the errors a backend raises."""
+    """Base class of the errors a backend raises.
+
+    ``written`` lists the positions in a publish's batch of entries that were stored all the same (a batch over
+    several shard streams is one transaction per shard, so one shard can fail after another stored its part).
+    The caller must not publish those again.
+    """
+
+    written: tuple[int, ...] = ()
 
 
 class BackendUnavailable(QueueError):
@@ -59,9 +66,9 @@ class BackpressureTimeout(QueueError):
     """``publish`` waited ``publish_timeout_s`` for consumers (or server memory) and gave up.
 
     ``written`` lists the positions in the batch of entries that were stored all the same (RabbitMQ confirms
-    each message on its own; Redis and memory write a batch atomically, so for them it is always empty). The
-    caller still owns the other frames and decides what to do (spool, retry, drop); it must not publish the
-    written ones again.
+    each message on its own; one Redis stream and memory write a batch atomically, so for them it is empty).
+    The caller still owns the other frames and decides what to do (spool, retry, drop); it must not publish
+    the written ones again.
     """
 
     def __init__(self, message: str, written: tuple[int, ...] = ()) -> None:
@@ -303,7 +310,16 @@ class FrameQueue(ABC):
     def stats(self, group: str) -> QueueStats:
         """Depth, lag, pending and dead letters as ``group`` sees them."""
 
+    def shard_stats(self, group: str) -> list[QueueStats]:
+        """:meth:`stats` of each shard stream, in shard order; one for a backend without shards."""
+        return [self.stats(group)]
+
     # -- dead letters -----------------------------------------------------------------------------------
+    @property
+    def dead_letter_name(self) -> str:
+        """Where the dead letters are, for messages: the dead-letter queue's name, or its shards' pattern."""
+        return self.settings.dead_letter_stream
+
     @abstractmethod
     def dead_letters(self, count: int = 100, after: str | None = None) -> list[DeadLetter]:
         """List up to ``count`` dead letters, oldest first, starting after id ``after``."""

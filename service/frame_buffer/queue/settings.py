@@ -22,7 +22,7 @@ Backend = Literal["redis", "rabbitmq", "memory"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 
 __all__ = ["BACKENDS", "DEFAULT_AMQP_URL", "DEFAULT_REDIS_URL", "DEFAULT_STREAM", "Backend", "QueueOptions",
-           "QueueSettings"]
+           "QueueSettings", "RedisOptions"]
 
 
 @dataclass(frozen=True)
@@ -62,3 +62,20 @@ class QueueSettings(QueueOptions):
     def dead_letter_stream(self) -> str:
         """Name of the dead-letter queue."""
         return f"{self.stream}:dlq"
+
+
+@dataclass(frozen=True)
+class RedisOptions:
+    """How the ``redis`` backend lays its streams out and how durable a publish is (docs/scaling.md).
+
+    Args:
+        mode: ``standalone`` (one server) or ``cluster`` (a Redis Cluster; the URL lists seed nodes).
+        shards: shard streams; 1 on one server is the single stream of before.
+        replica_acks: ``WAIT`` for this many replicas after each publish; fewer in time is a failed publish.
+        replica_timeout_ms: how long that ``WAIT`` may take.
+    """
+
+    mode: Literal["standalone", "cluster"] = "standalone"
+    shards: int = 1
+    replica_acks: int = 0
+    replica_timeout_ms: int = 1000

@@ -23,8 +23,6 @@ import time
 import uuid
 from typing import Any
 
-import redis
-
 from frame_buffer.commands import stages
 from frame_buffer.commands.common import add_queue_options, frame_size, integer, number, settings_from
 from frame_buffer.commands.soak import verdict
@@ -32,6 +30,7 @@ from frame_buffer.commands.soak.sampling import Sampler
 from frame_buffer.commands.stages import counter_total
 from frame_buffer.errors import ConfigError
 from frame_buffer.queue import FrameQueue
+from frame_buffer.queue.redis_streams import RedisQueue
 from frame_buffer.service import Service
 from frame_buffer.start_checks import check_frame_size
 
@@ -90,25 +89,21 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     service = Service(settings)
     queue = settings.open_queue() if service.shared is None else service.shared
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5) if settings.backend == "redis" else None
     try:
-        return _soak(args, service, queue, client, warmup)
+        return _soak(args, service, queue, warmup)
     finally:
-        if client is not None and args.stream is None:  # its own stream only, never one it was given
-            client.delete(stream, settings.queue_settings().dead_letter_stream)
-        if client is not None:
-            client.close()
+        if isinstance(queue, RedisQueue) and args.stream is None:  # its own stream only, never one it was given
+            queue.delete_keys()
         queue.close()
 
 
-def _soak(args: argparse.Namespace, service: Service, queue: FrameQueue, client: redis.Redis | None,
-          warmup: float) -> int:
+def _soak(args: argparse.Namespace, service: Service, queue: FrameQueue, warmup: float) -> int:
     group = service.settings.group
     baseline = service.metric_families()
     stages_before = stages.snapshot(baseline)
     service.start()
     _wait_for_worker_processes(service)
-    sampler = Sampler(service, queue, group, client, baseline)
+    sampler = Sampler(service, queue, group, baseline)
     samples: list[dict[str, Any]] = []
     print(sampler.header(), flush=True)
     try:
@@ -136,7 +131,7 @@ def _soak(args: argparse.Namespace, service: Service, queue: FrameQueue, client:
         verdict.rate_check(judged, args.fps * args.cameras, args.min_rate),
         verdict.slope_check("RSS growth, all processes summed", judged, "rss_total_mb", args.max_rss_slope_mb_per_h),
     ]
-    if client is not None:
+    if isinstance(queue, RedisQueue):
         checks.append(verdict.slope_check("Redis used_memory growth", judged, "redis_used_mb",
                                           args.max_redis_slope_mb_per_h))
     ok = all(check.passed is not False for check in checks)

@@ -14,11 +14,11 @@ import sys
 import time
 from typing import Any
 
-import redis
 from prometheus_client.metrics_core import Metric
 
 from frame_buffer.commands import stages
-from frame_buffer.queue import BackendUnavailable, FrameQueue
+from frame_buffer.queue import BackendUnavailable, FrameQueue, QueueError
+from frame_buffer.queue.redis_streams import RedisQueue
 from frame_buffer.service import Service
 
 E2E_FAMILY = "frame_queue_end_to_end_latency_seconds"
@@ -37,22 +37,22 @@ def rss_mb(pid: int | None = None) -> float | None:
     return None
 
 
-def redis_used_mb(client: redis.Redis | None) -> float | None:
-    """Redis ``used_memory`` in MB; None without Redis or when it does not answer (the row shows a gap)."""
-    if client is None:
+def redis_used_mb(queue: FrameQueue) -> float | None:
+    """Redis ``used_memory`` in MB (every master's in a cluster); None without Redis or when it does not answer
+    (the row shows a gap)."""
+    if not isinstance(queue, RedisQueue):
         return None
     try:
-        return round(float(client.info("memory")["used_memory"]) / MB, 1)
-    except (redis.RedisError, OSError, KeyError, ValueError):
+        return round(queue.used_memory_bytes() / MB, 1)
+    except (QueueError, KeyError, ValueError):
         return None
 
 
 class Sampler:
     """One row per call: the deltas since the previous row, and the state of every process now."""
 
-    def __init__(self, service: Service, queue: FrameQueue, group: str, client: redis.Redis | None,
-                 baseline: list[Metric]) -> None:
-        self.service, self.queue, self.group, self.client = service, queue, group, client
+    def __init__(self, service: Service, queue: FrameQueue, group: str, baseline: list[Metric]) -> None:
+        self.service, self.queue, self.group = service, queue, group
         self.start = self.last_time = time.monotonic()
         self.last_buckets = stages.histogram_buckets(baseline, E2E_FAMILY)
         self.published0 = stages.counter_total(baseline, "frame_queue_published")
@@ -90,7 +90,7 @@ class Sampler:
             "p50_ms": round(stages.quantile_ms(self.last_buckets, buckets, 0.5), 2),
             "p99_ms": round(stages.quantile_ms(self.last_buckets, buckets, 0.99), 2),
             "rss_mb": rss, "rss_total_mb": round(sum(mb for mb in rss.values() if mb is not None), 1),
-            "pids": pids, "redis_used_mb": redis_used_mb(self.client), "stream_entries": entries,
+            "pids": pids, "redis_used_mb": redis_used_mb(self.queue), "stream_entries": entries,
             "buffer_mb": round(producer.budget.used / MB, 1) if producer else 0.0,
             "buffer_peak_mb": round(producer.budget.peak / MB, 1) if producer else 0.0,
         }

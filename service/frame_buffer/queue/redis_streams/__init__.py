@@ -19,10 +19,19 @@ How this backend handles the known Redis Streams pitfalls (see docs/design.md):
 The modules, one concept each: :mod:`.queue` (the :class:`RedisStreamsQueue`), :mod:`.keys` (the stream's two
 keys and the translation of redis-py's errors), :mod:`.entries` (entry ids and fields), :mod:`.progress` (the
 slowest group's backlog, the oldest entry still needed), :mod:`.claims` (recovering pending entries) and
-:mod:`.dead_letters` (the dead-letter stream).
+:mod:`.dead_letters` (the dead-letter stream); for several shard streams or a Redis Cluster (docs/scaling.md)
+:mod:`.shards` (the shard keys and which camera goes where), :mod:`.clients` (the clients and which connection
+a publish runs on), :mod:`.readers` (one blocked reader per shard) and :mod:`.sharded` (the
+:class:`ShardedStreamsQueue` over them).
 """
 
 from frame_buffer.checks import masked_url
-from frame_buffer.queue.redis_streams.queue import SOCKET_READ_SIZE, RedisStreamsQueue
+from frame_buffer.queue.redis_streams.clients import SOCKET_READ_SIZE
+from frame_buffer.queue.redis_streams.queue import RedisStreamsQueue, ReplicaShortfall
+from frame_buffer.queue.redis_streams.sharded import ShardedStreamsQueue
 
-__all__ = ["SOCKET_READ_SIZE", "RedisStreamsQueue", "masked_url"]
+#: Either Redis queue: both have ``key_names``, ``existing_keys``, ``delete_keys`` and ``used_memory_bytes``.
+RedisQueue = RedisStreamsQueue | ShardedStreamsQueue
+
+__all__ = ["SOCKET_READ_SIZE", "RedisQueue", "RedisStreamsQueue", "ReplicaShortfall", "ShardedStreamsQueue",
+           "masked_url"]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from frame_buffer.checks import masked_url
 from frame_buffer.queue.base import BackendRefused, BackendUnavailable, QueueError, StreamWrongType
@@ -16,17 +17,25 @@ from frame_buffer.queue.redis_streams.entries import id_to_str
 T = TypeVar("T")
 #: Error codes of replies that mean the server refused these credentials or this user a command.
 _REFUSALS = ("NOAUTH", "WRONGPASS", "NOPERM")
+#: Replies of a Redis Cluster during a failover or a resharding: the slot map is changing, try again later.
+_FAILOVER_CODES = ("CLUSTERDOWN", "MOVED", "ASK", "TRYAGAIN", "MASTERDOWN", "NOREPLICAS")
+_FAILING_OVER = (redis.exceptions.ClusterError, redis.exceptions.AskError, redis.exceptions.TryAgainError)
+
+
+def standalone_address(client: Any) -> str:
+    """``host:port`` or the socket path of a ``redis.Redis`` client, for messages."""
+    kwargs = client.connection_pool.connection_kwargs
+    return str(kwargs.get("path") or f"{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}")
 
 
 class StreamKeys:
     """A stream and its dead-letter stream on ``client`` (typed ``Any``: redis-py's reply types are RESP2/RESP3
     unions; replies are parsed in this package)."""
 
-    def __init__(self, client: Any, url: str, stream: str, dlq: str) -> None:
+    def __init__(self, client: Any, url: str, stream: str, dlq: str, address: str | None = None) -> None:
         self.client = client
         self.display_url = masked_url(url)
-        kwargs = client.connection_pool.connection_kwargs
-        self.address = kwargs.get("path") or f"{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}"
+        self.address = address or standalone_address(client)
         self.stream = stream
         self.dlq = dlq
 
@@ -41,6 +50,8 @@ class StreamKeys:
             if mine is None:
                 raise  # OOM and BUSYGROUP are the caller's to handle; anything else is a bug
             raise mine from exc
+        except RedisClusterException as exc:  # not a RedisError: no slot map, no node for a slot
+            raise BackendUnavailable(f"redis cluster at {self.address} unavailable: {exc}") from exc
 
     def _translate(self, exc: redis.RedisError) -> QueueError | None:
         """The error of ours that ``exc`` stands for, if any."""
@@ -58,6 +69,9 @@ class StreamKeys:
                                   "(a replica: point the URL at the primary)")
         if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):  # BusyLoadingError (LOADING) included
             return BackendUnavailable(f"redis at {self.address} unavailable: {exc}")
+        if isinstance(exc, _FAILING_OVER) or code in _FAILOVER_CODES:
+            # a Redis Cluster between a node's failure and its replica's promotion, or a slot on the move
+            return BackendUnavailable(f"redis cluster at {self.address} unavailable: {code} {text}")
         if code == "WRONGTYPE":
             return self._wrong_type()
         if "exhausted the last possible ID" in text:  # someone wrote an entry with the largest id (raw XADD)
