@@ -15,7 +15,7 @@ import subprocess
 import sys
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +43,13 @@ PASSWORDS = {
 }
 #: What the test's own admin connection sends; everything else INFO commandstats counts is the service's.
 ADMIN_ONLY = {"acl|log", "config|resetstat", "info", "script|flush", "xadd"}
-#: Connection commands every client sends (granted by the @connection category, not by name).
-CONNECTION = {"auth", "hello", "ping", "select", "client|setinfo", "wait"}
-#: Rules by name the standalone run cannot use: the cluster client's slot map (test_cluster_client_as_service).
-CLUSTER_ONLY = {"cluster|slots", "cluster|shards", "cluster|nodes"}
+#: Connection commands clients send (granted by the @connection category, not by name).
+CONNECTION = {"auth", "hello", "ping", "select", "client|setinfo", "wait",
+              "command", "command|getkeys", "asking", "readonly"}  # the last four: the cluster client
+#: What a master counts of its replicas' replication link (they log in as the admin user).
+REPLICATION = {"replconf", "psync", "sync"}
+#: Rules by name the standalone run cannot use: the cluster client's slot map (test_service_in_cluster_mode...).
+CLUSTER_ONLY = {"cluster|slots"}
 
 
 def _ansible_hash(data: object, kind: str = "sha1") -> str:
@@ -108,18 +111,18 @@ def acl_redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
-def run_cli(url: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``frame-buffer`` as a user runs it, with the service's user in FRAME_BUFFER_REDIS_URL."""
+def run_cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``frame-buffer`` as a user runs it, with the service's user in ``env``'s FRAME_BUFFER_REDIS_URL."""
     proc = subprocess.run([FRAME_BUFFER, *args], capture_output=True, text=True, timeout=timeout, check=False,
-                          env={**os.environ, "FRAME_BUFFER_REDIS_URL": url})
+                          env={**os.environ, **env})
     assert proc.returncode == 0, f"frame-buffer {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
     return proc
 
 
-def run_service_briefly(url: str) -> None:
+def run_service_briefly(env: dict[str, str]) -> None:
     """``frame-buffer run`` with one synthetic camera until it has published and acked frames, then SIGTERM."""
     port = free_port()
-    env = {**os.environ, "FRAME_BUFFER_REDIS_URL": url, "FRAME_BUFFER_HTTP_HOST": "127.0.0.1"}
+    env = {**os.environ, **env, "FRAME_BUFFER_HTTP_HOST": "127.0.0.1"}
     proc = subprocess.Popen([FRAME_BUFFER, "run", "--http-port", str(port), "--source",
                              "synthetic:cam-run:fps=50:size=32x24"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -134,6 +137,33 @@ def run_service_briefly(url: str) -> None:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
+
+
+def write_junk(client: redis.Redis, stream: str) -> None:
+    """Two entries no consumer can decode, written as an outsider (the admin): they go to the dead letters."""
+    for i in range(2):
+        client.xadd(stream, {"h": f"junk{i}"})
+
+
+def exercise_commands(env: dict[str, str], junk: Callable[[], None]) -> None:
+    """The service's commands as its user, each path of them: loadgen (batches in MULTI/EXEC, the trim script by
+    EVALSHA and SCRIPT LOAD, the group by XGROUP CREATE MKSTREAM, the backlog by XINFO GROUPS and XLEN), consume
+    (XREADGROUP, XACK, XAUTOCLAIM, dead-lettering: TYPE, XADD + XACK in MULTI) of what ``junk`` wrote too, the
+    dead letters (dlq list, show, replay, purge one, purge all), the demo, and ``run`` until it handled frames."""
+    run_cli(env, "loadgen", "--fps", "400", "--duration", "1.5", "--size", "64x48", "--cameras", "3",
+            "--batch", "8", "--json")
+    junk()
+    run_cli(env, "consume", "--idle-exit", "1", "--json")
+    listed = run_cli(env, "dlq", "list", "--json").stdout
+    ids = [letter["id"] for letter in json.loads(listed.strip().splitlines()[-1])]
+    assert len(ids) == 2, listed
+    run_cli(env, "dlq", "show", ids[0])  # XRANGE
+    run_cli(env, "dlq", "replay", ids[0])  # XADD + XDEL in MULTI
+    run_cli(env, "dlq", "purge", "--yes", ids[1])  # XDEL
+    run_cli(env, "consume", "--idle-exit", "0.5")  # the replayed letter goes back to the dead letters
+    run_cli(env, "dlq", "purge", "--yes")  # DEL of the dead-letter stream(s)
+    run_cli(env, "demo", "--duration", "1", "--fps", "50", "--size", "32x24", "--cameras", "2")
+    run_service_briefly(env)
 
 
 def test_rendered_users_hold_no_password_and_switch_the_default_user_off(tmp_path: Path) -> None:
@@ -175,22 +205,7 @@ def test_service_does_everything_as_its_user_and_nothing_is_refused(acl_redis: R
     admin.config_resetstat()
     url = service_url(acl_redis.port)
 
-    # publish with batches (MULTI/EXEC) and the trim script (EVALSHA, SCRIPT LOAD at the first NOSCRIPT),
-    # declaring the group (XGROUP CREATE MKSTREAM) and reading the backlog (XINFO GROUPS, XLEN)
-    run_cli(url, "loadgen", "--fps", "400", "--duration", "1.5", "--size", "64x48", "--cameras", "3",
-            "--batch", "8", "--json")
-    for i in range(2):  # entries no consumer can decode: they go to the dead letters
-        admin.xadd("frame_queue", {"h": f"junk{i}"})
-    # consume: XREADGROUP, XACK, XAUTOCLAIM, dead-lettering (TYPE, XADD + XACK in MULTI)
-    run_cli(url, "consume", "--idle-exit", "1", "--json")
-    listed = run_cli(url, "dlq", "list", "--json").stdout
-    ids = [letter["id"] for letter in json.loads(listed.strip().splitlines()[-1])]
-    assert len(ids) == 2, listed
-    run_cli(url, "dlq", "show", ids[0])  # XRANGE
-    run_cli(url, "dlq", "replay", ids[0])  # XADD + XDEL in MULTI
-    run_cli(url, "dlq", "purge", "--yes", ids[1])  # XDEL
-    run_cli(url, "consume", "--idle-exit", "0.5")  # the replayed letter goes back to the dead letters
-    run_cli(url, "dlq", "purge", "--yes")  # DEL of the dead-letter stream
+    exercise_commands({"FRAME_BUFFER_REDIS_URL": url}, lambda: write_junk(admin, "frame_queue"))
 
     # the queue API's other paths: a nack (XCLAIM JUSTID), a restarted consumer's own pending entry (XPENDING,
     # XCLAIM), stats with a pending entry, a trim after the script cache was flushed (NOSCRIPT, SCRIPT LOAD)
@@ -220,9 +235,6 @@ def test_service_does_everything_as_its_user_and_nothing_is_refused(acl_redis: R
         assert client.wait(0, 100) == 0
     with redis.Redis.from_url(service_url(acl_redis.port, db=1)) as client:
         assert client.ping()
-
-    run_cli(url, "demo", "--duration", "1", "--fps", "50", "--size", "32x24", "--cameras", "2")
-    run_service_briefly(url)
 
     assert acl_log(admin) == [], "Redis refused the service something"
     used = {name.removeprefix("cmdstat_") for name in admin.info("commandstats")}
@@ -291,9 +303,10 @@ def test_exporter_scrapes_as_its_user(acl_redis: RedisServer) -> None:
 
 
 @pytest.mark.cluster
-def test_cluster_client_as_service_user(tmp_path: Path) -> None:
-    """The same users on every node of a cluster (replicas log in to their masters as the admin user); redis-py's
-    cluster client as the service's user on shard streams of every master: nothing refused on any node."""
+def test_service_in_cluster_mode_as_its_user(tmp_path: Path) -> None:
+    """The same users on every node of a six-node cluster (replicas log in to their masters as the admin user),
+    the service's commands in cluster mode (FRAME_BUFFER_REDIS_MODE=cluster, 16 shard streams, a WAIT for one
+    replica after each publish) as its user: no node refused anything, and the cluster rules are all needed."""
     users = render_users(tmp_path / "users.acl")
     admin_password = PASSWORDS["redis_acl_admin_password"]
     cluster = RedisClusterServers(
@@ -301,38 +314,31 @@ def test_cluster_client_as_service_user(tmp_path: Path) -> None:
         node_extra=("--aclfile", str(users), "--masteruser", "admin", "--masterauth", admin_password),
         username="admin", password=admin_password).start()
     try:
-        service = redis.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port, username="frame_buffer",
-                                     password=PASSWORDS["redis_acl_frame_buffer_password"], socket_timeout=5)
-        layout = ShardLayout("frame_queue", shards=16, cluster=True)
-        try:
-            for stream, dlq in layout.shard_keys():
-                service.xgroup_create(stream, "workers", id="0", mkstream=True)
-                pipe = service.pipeline(transaction=True)
-                pipe.xadd(stream, {"h": "x", "p": "y"})
-                pipe.xadd(stream, {"h": "x", "p": "y"})
-                pipe.execute()
-                assert service.evalsha(service.script_load(TRIM_SCRIPT), 1, stream) == 0
-                read = service.xreadgroup("workers", "c0", {stream: ">"}, count=2)
-                first, second = (entry_id for entry_id, _ in read[0][1])
-                service.xack(stream, "workers", first)
-                service.xclaim(stream, "workers", "c0", 0, [second], justid=True)
-                service.xautoclaim(stream, "workers", "c1", 0, count=10)
-                assert service.xpending(stream, "workers")["pending"] == 1
-                assert service.xinfo_groups(stream) and service.xinfo_stream(stream)
-                assert service.type(stream) == b"stream" and service.xlen(stream) == 2
-                service.xadd(dlq, {"h": "x"})
-                assert len(service.xrange(dlq)) == 1
-                service.xdel(dlq, service.xrange(dlq)[0][0])
-                service.delete(dlq)
-                assert service.exists(stream) == 1
-            service.wait(1, 1000, target_nodes=redis.RedisCluster.PRIMARIES)
-            with pytest.raises(redis.exceptions.NoPermissionError):
-                service.flushall()
-        finally:
-            service.close()
+        password = urllib.parse.quote(PASSWORDS["redis_acl_frame_buffer_password"], safe="")
+        env = {"FRAME_BUFFER_REDIS_MODE": "cluster", "FRAME_BUFFER_REDIS_REPLICA_ACKS": "1",
+               "FRAME_BUFFER_REDIS_URL": ",".join(f"redis://frame_buffer:{password}@127.0.0.1:{node.port}/0"
+                                                  for node in cluster.nodes)}
+        junk_key = ShardLayout("frame_queue", 16, cluster=True).stream_key(0)
+        junk_master, masters = cluster.master_of_key(junk_key), cluster.masters()
+        for node in cluster.nodes:  # from here on, what the masters count is the service's (and the lines below)
+            with node.client() as client:
+                client.config_resetstat()
+
+        def junk() -> None:
+            with junk_master.client() as client:
+                write_junk(client, junk_key)
+
+        exercise_commands(env, junk)
+
+        used: set[str] = set()
+        for node in masters:
+            with node.client() as client:
+                used |= {name.removeprefix("cmdstat_") for name in client.info("commandstats")}
         for node in cluster.nodes:
             with node.client() as client:
-                entries = [e for e in acl_log(client) if e["object"] != "flushall"]
-                assert entries == [], f"node {node.port} refused the service: {entries}"
+                assert acl_log(client) == [], f"node {node.port} refused the service something"
     finally:
         cluster.stop()
+    service = used - ADMIN_ONLY - CONNECTION - REPLICATION
+    assert service <= named_commands(), f"sent but not granted by name: {sorted(service - named_commands())}"
+    assert used >= CLUSTER_ONLY, f"cluster rules the client never used: {sorted(CLUSTER_ONLY - used)}"
