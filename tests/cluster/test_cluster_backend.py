@@ -13,7 +13,7 @@ import redis
 
 from frame_buffer.queue import BackendRefused, BackendUnavailable, QueueSettings
 from frame_buffer.queue.redis_streams import ReplicaShortfall, ShardedStreamsQueue
-from tests.cluster_servers import RedisClusterServers
+from tests.cluster_servers import RedisClusterServers, free_cluster_ports
 from tests.conftest import REDIS_URL
 from tests.frames import make_frames
 from tests.servers import RedisServer, wait_until
@@ -24,7 +24,8 @@ pytestmark = pytest.mark.cluster
 @pytest.fixture
 def one_node_cluster(tmp_path: Path) -> Iterator[RedisServer]:
     """A cluster of one password-protected master serving every slot: cheap to break on purpose."""
-    server = RedisServer(tmp_path / "node", "--cluster-enabled", "yes", password="secret").start()
+    (port,) = free_cluster_ports(1)  # its bus port (+10000) free and under 65536 too
+    server = RedisServer(tmp_path / "node", "--cluster-enabled", "yes", port=port, password="secret").start()
     client = server.client()
     client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
     wait_until(lambda: b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"), 30, "a one-node cluster")

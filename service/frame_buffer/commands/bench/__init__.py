@@ -44,7 +44,7 @@ import numpy as np
 
 from frame_buffer.checks import redis_seeds_problem
 from frame_buffer.codec import FrameCodec
-from frame_buffer.commands.bench import cluster, pika_raw, redis_raw, service_path
+from frame_buffer.commands.bench import cluster, failover, pika_raw, printing, redis_raw, service_path
 from frame_buffer.commands.bench.cluster import CpuShare, RedisTarget
 from frame_buffer.commands.bench.harness import (
     GROUP,
@@ -54,6 +54,7 @@ from frame_buffer.commands.bench.harness import (
     backend_throughput,
     codec_timings,
 )
+from frame_buffer.commands.bench.printing import Row
 from frame_buffer.commands.common import choices_list, integer, number, url
 from frame_buffer.config import ConfigError, amqp_url_problem, redis_url_problem
 from frame_buffer.frame import Frame
@@ -69,36 +70,6 @@ SIZES: dict[str, tuple[int, ...] | int] = {
 }
 #: Frames per throughput run, scaled so each run moves roughly the same number of bytes.
 COUNTS = {"100KB": 3000, "640x480x3": 1000, "1920x1080x3": 150}
-
-
-@dataclass
-class Row:
-    """One line of the result table."""
-
-    size: str
-    backend: str
-    frames_per_s: float
-    mb_per_s: float
-    baseline_frames_per_s: float
-    ratio: float
-    p50_ms: float
-    p99_ms: float
-    baseline_p50_ms: float
-    baseline_p99_ms: float
-    # Redis: the target's masters and shard streams, and its servers' CPU in the best throughput run of ours
-    masters: int | None = None
-    shards: int | None = None
-    cpu: CpuShare | None = None
-    publish_p50_ms: float | None = None  # how long one publish() took in the latency run (WAIT included)
-    publish_p99_ms: float | None = None
-
-    @property
-    def per_master_core(self) -> float | None:
-        """Frames per second that one master at 100 % of a core would take: the measured rate divided by the
-        masters' summed CPU share (the ceiling to project N hosts from)."""
-        if self.cpu is None or self.cpu.masters <= 0:
-            return None
-        return round(self.frames_per_s / self.cpu.masters, 1)
 
 
 def _redis_url_or_seeds(text: str) -> str:
@@ -331,9 +302,9 @@ def _targets(args: argparse.Namespace) -> list[RedisTarget]:
     if args.failover_drills:
         able = [target for target in clusters if target.masters >= 3]
         if not able:
-            raise ConfigError(f"--failover-drills: {cluster.drill_problem((clusters or targets)[0])}")
+            raise ConfigError(f"--failover-drills: {failover.drill_problem((clusters or targets)[0])}")
         for target in able:
-            if problem := cluster.drill_problem(target):
+            if problem := failover.drill_problem(target):
                 raise ConfigError(f"--failover-drills: {problem}")
     return targets
 
@@ -362,7 +333,7 @@ def run(args: argparse.Namespace) -> int:
                 by_acks += size_acks
         for target in targets if args.failover_drills else []:
             if target.cluster and target.masters >= 3:
-                failovers.append(cluster.drill_summary(target, cluster.failover_drills(target, args.failover_drills)))
+                failovers.append(failover.drill_summary(target, failover.failover_drills(target, args.failover_drills)))
         codec = codec_timings()
     finally:
         if wake_latency is not None:
@@ -371,16 +342,16 @@ def run(args: argparse.Namespace) -> int:
         "frame": service_path.FRAME_SIZE, "frame_bytes": 184 * 184 * 3, "rate": args.rate,
         "seconds": args.latency_seconds, "worker_processes": args.worker_processes, "workers": args.workers,
     }) if service_runs else None
-    _print_rows(rows)
+    printing.print_rows(rows)
     print(f"latency runs: 100KB frames paced at {args.rate:.0f}/s for {args.latency_seconds}s, the first tenth "
           f"not counted; "
           f"Full HD encode+decode: {codec['fullhd_encode_decode_us_none']} us (no checksum), "
           f"{codec['fullhd_encode_decode_us_xxh3']} us (xxh3)")
     if any(row.masters is not None for row in rows) and (args.cluster_url or args.redis_mode == "cluster"):
-        _print_servers(rows)
-        _print_acks(by_acks, args)
-    for failover in failovers:
-        _print_failover(failover)
+        printing.print_servers(rows)
+        printing.print_acks(by_acks, args)
+    for summary in failovers:
+        printing.print_failover(summary)
     if service is not None:
         service_path.print_summary(service, sys.stdout)
     held = "none held" if wake_latency is None else f"{wake_latency.microseconds} us held"
@@ -401,59 +372,3 @@ def run(args: argparse.Namespace) -> int:
 
 
 # -- the tables -------------------------------------------------------------------------------------------
-def _print_rows(rows: list[Row]) -> None:
-    width = max([9, *(len(row.backend) for row in rows)])
-    header = (f"{'size':<12} {'backend':<{width}} {'frames/s':>9} {'MB/s':>8} {'baseline':>9} {'ratio':>6} "
-              f"{'p50 ms':>7} {'p99 ms':>7} {'base p50':>8} {'base p99':>8}")
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        latency = (f"{row.p50_ms:>7} {row.p99_ms:>7} {row.baseline_p50_ms:>8} {row.baseline_p99_ms:>8}"
-                   if row.p99_ms else f"{'-':>7} {'-':>7} {'-':>8} {'-':>8}")
-        print(f"{row.size:<12} {row.backend:<{width}} {row.frames_per_s:>9} {row.mb_per_s:>8} "
-              f"{row.baseline_frames_per_s:>9} {row.ratio:>6} {latency}")
-
-
-def _print_servers(rows: list[Row]) -> None:
-    print("\nredis servers in the best throughput run of ours (CPU as a share of one core; baseline: redis-py, "
-          "RedisCluster on one stream for a cluster)")
-    header = (f"{'size':<12} {'target':<11} {'masters':>7} {'shards':>6} {'frames/s':>9} {'masters':>8} "
-              f"{'busiest':>8} {'replicas':>8} {'frames/s per master-core':>25}")
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        if row.cpu is None:
-            continue
-        print(f"{row.size:<12} {row.backend:<11} {row.masters:>7} {row.shards:>6} {row.frames_per_s:>9} "
-              f"{row.cpu.masters:>8} {row.cpu.busiest_master:>8} {row.cpu.replicas:>8} "
-              f"{row.per_master_core or '-':>25}")
-
-
-def _print_acks(by_acks: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    if not by_acks:
-        return
-    print(f"\npublish latency by replica acks: 100KB, one frame per publish, paced at {args.rate:.0f}/s for "
-          f"{args.latency_seconds}s (ms; publish: the producer's publish() call, WAIT included; e2e: publish -> "
-          "consumer; the run with the lowest publish p99)")
-    header = (f"{'target':<11} {'acks':>4} {'pub p50':>8} {'pub p99':>8} {'median pub p99':>15} {'e2e p50':>8} "
-              f"{'e2e p99':>8} {'runs':>4}")
-    print(header)
-    print("-" * len(header))
-    for row in by_acks:
-        print(f"{row['target']:<11} {row['replica_acks']:>4} {row['publish_p50_ms']:>8} {row['publish_p99_ms']:>8} "
-              f"{row['median_publish_p99_ms']:>15} {row['p50_ms']:>8} {row['p99_ms']:>8} {row['runs']:>4}")
-
-
-def _print_failover(failover: dict[str, Any]) -> None:
-    print(f"\nfailover drills on {failover['target']} ({failover['shards']} shards): SIGKILL of the master of one "
-          "shard -> first publish accepted (publish_encoded retried every 10 ms, no breaker); the killed node "
-          "restarted and the cluster whole before the next drill")
-    header = f"{'drill':>5} {'killed':<16} {'promoted':<16} {'seconds':>8} {'refused':>8}  errors"
-    print(header)
-    print("-" * len(header))
-    for index, drill in enumerate(failover["drills"], 1):
-        seconds = "FAILED" if drill["seconds"] is None else drill["seconds"]
-        print(f"{index:>5} {drill['killed']:<16} {drill['promoted']:<16} {seconds:>8} {drill['failed_attempts']:>8}"
-              f"  {'; '.join(drill['errors'])}")
-    print(f"p50 {failover['p50_s']} s, max {failover['max_s']} s over {len(failover['drills']) - failover['failed']} "
-          f"drill(s); {failover['failed']} without an accepted publish within {cluster.DRILL_TIMEOUT_S:.0f} s")
