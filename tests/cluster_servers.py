@@ -32,7 +32,8 @@ SETTLE_S = 30.0
 BUS_OFFSET = 10000
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
+    """Whether nothing listens on ``port`` of the loopback address (a bind succeeds)."""
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -50,7 +51,7 @@ def free_cluster_ports(count: int) -> list[int]:
     rng = random.Random()
     while len(ports) < count:
         port = rng.randrange(20000, 32768 - BUS_OFFSET)
-        if port not in ports and _port_is_free(port) and _port_is_free(port + BUS_OFFSET):
+        if port not in ports and port_is_free(port) and port_is_free(port + BUS_OFFSET):
             ports.append(port)
     return ports
 

@@ -7,7 +7,6 @@ audit are asserted, never speed.
 from __future__ import annotations
 
 import random
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from tests.cli.test_commands import last_json, run
-from tests.cluster_servers import BUS_OFFSET, RedisClusterServers
+from tests.cluster_servers import BUS_OFFSET, RedisClusterServers, port_is_free
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "local-cluster.sh"
 #: A bench as short as it goes: the figures mean nothing, the structure is what is checked.
@@ -31,17 +30,8 @@ def _free_block(count: int) -> int:
     while True:
         base = rng.randrange(20000, 32768 - BUS_OFFSET - count)
         ports = [*range(base, base + count), *range(base + BUS_OFFSET, base + BUS_OFFSET + count)]
-        if all(_free(port) for port in ports):
+        if all(port_is_free(port) for port in ports):
             return base
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def _script(*args: str) -> str:
